@@ -1,0 +1,47 @@
+"""redrive: batch Kafka consumption with failure behaviour you can rely on and see."""
+
+from redrive.app import App
+from redrive.consumer.commit import Commit
+from redrive.errors import (
+    BatchFailed,
+    BrokerError,
+    ClientError,
+    ConfigError,
+    DeserializationError,
+    KafkaUnavailable,
+    ListenerStopped,
+    RecoveryFailed,
+    RedriveError,
+)
+from redrive.events import EventBus
+from redrive.message import Message, TopicPartition
+from redrive.recover import Call, DeadLetter, Skip, Stop
+from redrive.retry.backoff import BackOff
+from redrive.retry.classify import Classifier
+from redrive.retry.policy import Retry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "BackOff",
+    "BatchFailed",
+    "BrokerError",
+    "Call",
+    "Classifier",
+    "ClientError",
+    "Commit",
+    "ConfigError",
+    "DeadLetter",
+    "DeserializationError",
+    "EventBus",
+    "KafkaUnavailable",
+    "ListenerStopped",
+    "Message",
+    "RecoveryFailed",
+    "RedriveError",
+    "Retry",
+    "Skip",
+    "Stop",
+    "TopicPartition",
+]

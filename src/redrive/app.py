@@ -1,0 +1,279 @@
+"""App: register listeners with decorators, then run them. Wiring only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from types import FrameType
+from typing import Any, TypeVar
+
+from redrive.consumer.client import ConfluentClient
+from redrive.consumer.commit import Commit
+from redrive.consumer.loop import Loop
+from redrive.errors import ConfigError, KafkaUnavailable
+from redrive.events import EventBus
+from redrive.listener import ListenerSpec
+from redrive.recover.base import Recoverer
+from redrive.recover.dead_letter import DeadLetter
+from redrive.retry.policy import Retry
+from redrive.serde import Deserializer, resolve
+
+log = logging.getLogger("redrive.app")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Settings redrive owns: letting the client commit or store offsets by itself would break C1.
+_RESERVED = {
+    "enable.auto.commit": "redrive commits itself; choose commit=Commit.per_poll() (default), "
+    "Commit.per_record(), Commit.interval(seconds) or Commit.manual()",
+    "enable.auto.offset.store": "redrive stores only positions it has proven safe",
+    "group.id": "pass group_id= to App or to the listener",
+    "bootstrap.servers": "pass bootstrap_servers= to App (or set REDRIVE_BOOTSTRAP_SERVERS)",
+}
+
+SECRET_WORDS = ("password", "secret", "key", "token", "credential")
+
+
+def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings with secret values replaced, safe to log."""
+    return {
+        k: "***" if any(w in k.lower() for w in SECRET_WORDS) and "location" not in k else v
+        for k, v in settings.items()
+    }
+
+
+class App:
+    """A set of listeners sharing a Kafka cluster, a default group id and an event bus.
+
+    ```python
+    app = App(bootstrap_servers="127.0.0.1:9092", group_id="orders-service")
+
+    @app.listener("orders", max_poll_records=3)
+    def handle(msg: Message) -> None: ...
+
+    app.run()   # blocks; app.stop() or SIGTERM/SIGINT stops it gracefully
+    ```
+
+    ``bootstrap_servers`` defaults to ``REDRIVE_BOOTSTRAP_SERVERS``, then ``127.0.0.1:9092``.
+    ``kafka`` holds confluent-kafka settings passed to every listener's client (security,
+    timeouts...); a listener's own ``kafka=`` wins over them.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        group_id: str | None = None,
+        *,
+        kafka: Mapping[str, Any] | None = None,
+        bus: EventBus | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.bootstrap_servers = (
+            bootstrap_servers or os.environ.get("REDRIVE_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
+        )
+        self.group_id = group_id
+        self.kafka = dict(kafka or {})
+        self.bus = bus or EventBus()
+        self.connect_timeout = connect_timeout
+        self.specs: list[ListenerSpec] = []
+        self.loops: list[Loop] = []
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._stopped = threading.Event()
+
+    # -- registration -----------------------------------------------------------------
+
+    def listener(self, topics: str | Iterable[str], **options: Any) -> Callable[[F], F]:
+        """Register a record listener: ``handler(msg)`` once per record, in poll order.
+
+        Options: ``group_id``, ``max_poll_records`` (500), ``key_deserializer`` and
+        ``value_deserializer`` ("bytes", "str", "json" or a function), ``commit``
+        (``Commit.per_poll()``), ``retry`` (``Retry()``), ``recoverer`` (``DeadLetter()``),
+        ``kafka`` (confluent-kafka settings), ``poll_timeout`` (0.5 s), ``name``.
+        """
+        return self._register(topics, batch=False, **options)
+
+    def batch_listener(self, topics: str | Iterable[str], **options: Any) -> Callable[[F], F]:
+        """Register a batch listener: ``handler(batch)`` once per poll with a list of records.
+
+        Raise ``BatchFailed(index=i)`` to say which record failed; any other exception
+        retries the whole batch. Options as for ``listener``.
+        """
+        return self._register(topics, batch=True, **options)
+
+    def _register(
+        self,
+        topics: str | Iterable[str],
+        *,
+        batch: bool,
+        group_id: str | None = None,
+        max_poll_records: int = 500,
+        key_deserializer: str | Deserializer = "bytes",
+        value_deserializer: str | Deserializer = "bytes",
+        commit: Commit | None = None,
+        retry: Retry | None = None,
+        recoverer: Recoverer | None = None,
+        kafka: Mapping[str, Any] | None = None,
+        poll_timeout: float = 0.5,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
+        topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
+        if not topic_list or not all(isinstance(t, str) and t for t in topic_list):
+            raise ConfigError("topics", f"give one or more topic names, got {topics!r}")
+        group = group_id or self.group_id
+        if not group:
+            raise ConfigError("group_id", "no group id: pass group_id= to App or to the listener")
+        if not isinstance(max_poll_records, int) or max_poll_records < 1:
+            raise ConfigError(
+                "max_poll_records", f"must be a whole number >= 1, got {max_poll_records!r}"
+            )
+        if not poll_timeout > 0:
+            raise ConfigError("poll_timeout", f"must be > 0 seconds, got {poll_timeout!r}")
+        commit = commit or Commit.per_poll()
+        user_kafka = {**self.kafka, **(kafka or {})}
+        for key, why in _RESERVED.items():
+            if key in user_kafka:
+                raise ConfigError(f"kafka:{key}", f"is set by redrive: {why}")
+        for spec in self.specs:
+            clash = set(spec.topics) & set(topic_list)
+            if spec.group_id == group and clash:
+                raise ConfigError(
+                    "listener",
+                    f"topic {sorted(clash)[0]!r} already has listener {spec.name!r} in group "
+                    f"{group!r}; one listener per topic and group (use another group_id to "
+                    "consume it twice)",
+                )
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "partition.assignment.strategy": "cooperative-sticky",
+            **commit.kafka_settings(),
+            **user_kafka,
+        }
+        if str(settings.get("group.protocol", "classic")).lower() == "consumer":
+            settings.pop("partition.assignment.strategy", None)  # the broker assigns
+        key_des = resolve("key_deserializer", key_deserializer)
+        value_des = resolve("value_deserializer", value_deserializer)
+
+        def register(handler: F) -> F:
+            if not callable(handler):
+                raise ConfigError("handler", f"must be callable, got {handler!r}")
+            self.specs.append(
+                ListenerSpec(
+                    name=name or str(getattr(handler, "__qualname__", repr(handler))),
+                    topics=topic_list,
+                    group_id=group,
+                    handler=handler,
+                    batch=batch,
+                    max_poll_records=max_poll_records,
+                    key_deserializer=key_des,
+                    value_deserializer=value_des,
+                    commit=commit,
+                    retry=retry or Retry(),
+                    recoverer=recoverer if recoverer is not None else DeadLetter(),
+                    kafka=settings,
+                    poll_timeout=poll_timeout,
+                )
+            )
+            return handler
+
+        return register
+
+    # -- running ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect every listener and start consuming in background threads."""
+        if not self.specs:
+            raise ConfigError("listeners", "no listener registered: use @app.listener(...)")
+        if self._threads:
+            raise RuntimeError("this App is already running; call stop() first")
+        self._stopped.clear()
+        self._errors.clear()
+        clients = []
+        try:
+            for spec in self.specs:
+                client = ConfluentClient(spec.kafka)  # bad settings raise ConfigError here
+                clients.append(client)
+                self._check_reachable(client, spec)
+        except BaseException:
+            for c in clients:
+                c.close()
+            raise
+        self.loops = [
+            Loop(spec, c, bus=self.bus) for spec, c in zip(self.specs, clients, strict=True)
+        ]
+        for spec in self.specs:
+            log.info(
+                "listener %s: topics=%s group=%s %s, commit=%s, retry=%s/%s, recoverer=%s",
+                spec.name, ",".join(spec.topics), spec.group_id,
+                "batch" if spec.batch else "record", spec.commit.name, spec.retry.mode,
+                spec.retry.backoff, type(spec.recoverer).__name__,
+            )  # fmt: skip
+            log.debug("listener %s client settings: %s", spec.name, redact(spec.kafka))
+        self._threads = [
+            threading.Thread(target=self._run_loop, args=(loop,), name=f"redrive:{loop.spec.name}")
+            for loop in self.loops
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _check_reachable(self, client: ConfluentClient, spec: ListenerSpec) -> None:
+        try:
+            client.check(self.connect_timeout)
+        except KafkaUnavailable as exc:
+            raise KafkaUnavailable(
+                f"no Kafka broker answered at {self.bootstrap_servers} within "
+                f"{self.connect_timeout:g} s (listener {spec.name!r}): {exc}. Is the broker "
+                "running? For a local one: `redrive broker up`."
+            ) from None
+
+    def _run_loop(self, loop: Loop) -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            log.error("listener %s stopped: %s", loop.spec.name, exc)
+            self._errors.append(exc)
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop every listener gracefully (safe from any thread and from signal handlers)."""
+        for loop in self.loops:
+            loop.stop()
+        self._stopped.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the listeners to finish; re-raise the first error one of them hit."""
+        for t in self._threads:
+            t.join(timeout)
+        if all(not t.is_alive() for t in self._threads):
+            self._threads = []
+        if self._errors:
+            raise self._errors[0]
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Run until ``stop()``, SIGTERM or SIGINT; then finish, commit, leave the group."""
+        previous: dict[signal.Signals, Any] = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                log.info("received %s: stopping gracefully", signal.Signals(signum).name)
+                self.stop()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            self.start()
+            while not self._stopped.wait(0.2):
+                pass
+            self.join()
+        finally:
+            self.stop()
+            for t in self._threads:
+                t.join()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

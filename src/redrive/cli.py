@@ -1,0 +1,105 @@
+"""`redrive`: run an App, manage the local broker, run the lab."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from redrive.errors import RedriveError
+
+
+def _load_app(target: str) -> object:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"redrive run: expected 'package.module:app', got {target!r}")
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"redrive run: cannot import {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise SystemExit(f"redrive run: {module_name!r} has no attribute {attr!r}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from redrive.app import App
+    from redrive.observe.logs import log_events
+
+    app = _load_app(args.app)
+    if not isinstance(app, App):
+        raise SystemExit(f"redrive run: {args.app} is a {type(app).__name__}, not a redrive App")
+    log_events(app.bus, commits=args.verbose)
+    app.run()
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from redrive.broker import broker_down, broker_status, broker_up
+
+    if args.action == "up":
+        status = broker_up(args.port)
+        print(status.bootstrap_servers)
+        print(f"log: {status.log}", file=sys.stderr)
+    elif args.action == "down":
+        print("stopped" if broker_down() else "no local broker was running")
+    else:
+        status = broker_status()
+        if status.running:
+            print(f"running at {status.bootstrap_servers} (pid {status.pid}, log {status.log})")
+        else:
+            print("not running")
+            return 3
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from redrive.lab.cli import run_lab
+
+    return run_lab(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redrive", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an App: redrive run package.module:app")
+    run.add_argument("app", help="package.module:attribute of a redrive App")
+    run.set_defaults(func=cmd_run)
+
+    broker = sub.add_parser("broker", help="the local Apache Kafka broker (up, down, status)")
+    broker.add_argument("action", choices=["up", "down", "status"])
+    broker.add_argument("--port", type=int, default=9092, help="listener port (default 9092)")
+    broker.set_defaults(func=cmd_broker)
+
+    lab = sub.add_parser("lab", help="run failure scenarios against a real broker and draw them")
+    lab.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
+    lab.add_argument("--report", default="redrive-report.html", help="HTML report path")
+    lab.add_argument("--json", action="store_true", help="print events and verdicts as JSON")
+    lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    lab.set_defaults(func=cmd_lab)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except RedriveError as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

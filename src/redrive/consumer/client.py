@@ -1,0 +1,190 @@
+"""The Client protocol the loop talks to, and its confluent-kafka adapter.
+
+librdkafka errors are mapped to redrive's errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KTopicPartition
+
+from redrive.errors import ClientError, ConfigError, KafkaUnavailable
+from redrive.message import TopicPartition
+
+log = logging.getLogger("redrive.client")
+
+RebalanceCallback = Callable[[list[TopicPartition]], None]
+Positions = Mapping[TopicPartition, tuple[int, str | None]]
+
+
+class RawRecord(Protocol):
+    """What a poll returns: confluent-kafka's Message, or a fake with the same methods."""
+
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def error(self) -> Any: ...
+
+
+class Client(Protocol):
+    """A Kafka consumer as the loop needs it. ``ConfluentClient`` is the real one; tests use
+    ``redrive.testing.FakeClient``."""
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+    ) -> None: ...
+
+    def poll(self, max_records: int, timeout: float) -> list[RawRecord]: ...
+
+    def commit(self, positions: Positions) -> None:
+        """Commit synchronously; raise ClientError on failure."""
+
+    def store(self, positions: Positions) -> None:
+        """Store positions for the client's background (interval) commit."""
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> Positions: ...
+    def seek(self, tp: TopicPartition, offset: int) -> None: ...
+    def pause(self, partitions: Sequence[TopicPartition]) -> None: ...
+    def resume(self, partitions: Sequence[TopicPartition]) -> None: ...
+    def close(self) -> None: ...
+
+
+def _tps(partitions: Sequence[KTopicPartition]) -> list[TopicPartition]:
+    return [TopicPartition(p.topic, p.partition) for p in partitions]
+
+
+def _ktp(tp: TopicPartition, offset: int = -1001, metadata: str | None = None) -> KTopicPartition:
+    if metadata is None:
+        return KTopicPartition(tp.topic, tp.partition, offset)
+    return KTopicPartition(tp.topic, tp.partition, offset, metadata)
+
+
+# Errors librdkafka reports through poll that are informational or retried by the client.
+_BENIGN = {KafkaError._PARTITION_EOF}
+
+
+def make_consumer(config: Mapping[str, Any]) -> Consumer:
+    """Build a confluent-kafka Consumer, turning a bad setting into a ConfigError."""
+    try:
+        return Consumer(dict(config))
+    except KafkaException as exc:
+        err = exc.args[0]
+        text = err.str() if hasattr(err, "str") else str(err)
+        raise ConfigError(_setting_from(text), text) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(_setting_from(str(exc)), str(exc)) from None
+
+
+def _setting_from(text: str) -> str:
+    import re
+
+    match = re.search(r'property "([^"]+)"', text) or re.search(r"property: \"?([\w.]+)", text)
+    return f"kafka:{match.group(1)}" if match else "kafka"
+
+
+class ConfluentClient:
+    """The Client over confluent-kafka's Consumer."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._consumer = make_consumer(config)
+        self._fatal: KafkaError | None = None
+
+    def check(self, timeout: float) -> None:
+        """Raise KafkaUnavailable when no broker answers a metadata request in time."""
+        try:
+            self._consumer.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailable(exc.args[0].str()) from None
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+    ) -> None:
+        # confluent-kafka performs the (incremental) assign/unassign itself after each
+        # callback returns, for both eager and cooperative assignors.
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=lambda _c, parts: on_assign(_tps(parts)),
+            on_revoke=lambda _c, parts: on_revoke(_tps(parts)),
+            on_lost=lambda _c, parts: on_lost(_tps(parts)),
+        )
+
+    def poll(self, max_records: int, timeout: float) -> list[RawRecord]:
+        try:
+            records: list[Any] = self._consumer.consume(max_records, timeout)
+        except KafkaException as exc:
+            raise ClientError(f"poll failed: {exc.args[0]}") from None
+        for r in records:
+            if r.error() is not None:  # rare: filter only when an error is present
+                return self._drop_errors(records)
+        return records
+
+    def _drop_errors(self, records: list[Any]) -> list[RawRecord]:
+        kept = []
+        for r in records:
+            err = r.error()
+            if err is None:
+                kept.append(r)
+            elif err.fatal():
+                raise ClientError(f"fatal Kafka client error: {err.str()}")
+            elif err.code() not in _BENIGN:
+                log.warning("Kafka client reported: %s (%s)", err.str(), r.topic())
+        return kept
+
+    def commit(self, positions: Positions) -> None:
+        offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]
+        try:
+            result = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError._NO_OFFSET:
+                return
+            raise ClientError(f"commit failed: {err.str()}") from None
+        for p in result or ():
+            if p.error is not None:
+                raise ClientError(f"commit of {p.topic}[{p.partition}] failed: {p.error.str()}")
+
+    def store(self, positions: Positions) -> None:
+        offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            # Storing for a partition that was just revoked fails harmlessly.
+            log.debug("store_offsets: %s", exc.args[0])
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> Positions:
+        try:
+            got = self._consumer.committed([_ktp(tp) for tp in partitions], timeout=10)
+        except KafkaException as exc:
+            raise ClientError(f"reading committed offsets failed: {exc.args[0]}") from None
+        return {TopicPartition(p.topic, p.partition): (p.offset, p.metadata or None) for p in got}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            self._consumer.seek(_ktp(tp, offset))
+        except KafkaException as exc:
+            raise ClientError(f"seek of {tp} to {offset} failed: {exc.args[0]}") from None
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        self._consumer.pause([_ktp(tp) for tp in partitions])
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self._consumer.resume([_ktp(tp) for tp in partitions])
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,58 @@
+"""Commit policies: when the loop commits the safe positions of its partitions (C2).
+
+Whatever the policy, a committed position never passes a record without a final outcome
+(C1); the policy only chooses *when* to commit::
+
+    Commit.per_poll()          # default: after each poll's records are done (sync commit)
+    Commit.per_record()        # after every record
+    Commit.interval(5.0)       # positions stored; the client commits them every 5 s
+    Commit.manual()            # a record is done when the handler calls msg.ack()
+
+Commits on revocation, on shutdown and for retry state are always synchronous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redrive.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A commit policy. Build it with one of the class methods."""
+
+    name: str
+    after_record: bool = False
+    background_interval: float | None = None
+    manual_ack: bool = False
+
+    @classmethod
+    def per_poll(cls) -> Commit:
+        return cls("per_poll")
+
+    @classmethod
+    def per_record(cls) -> Commit:
+        return cls("per_record", after_record=True)
+
+    @classmethod
+    def interval(cls, seconds: float = 5.0) -> Commit:
+        if not seconds > 0:
+            raise ConfigError("commit", f"interval must be > 0 seconds, got {seconds!r}")
+        return cls("interval", background_interval=seconds)
+
+    @classmethod
+    def manual(cls) -> Commit:
+        return cls("manual", manual_ack=True)
+
+    def kafka_settings(self) -> dict[str, Any]:
+        """Client settings this policy needs. redrive never lets the client store offsets
+        by itself: only positions the loop has proven safe are stored or committed."""
+        if self.background_interval is not None:
+            return {
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "auto.commit.interval.ms": int(self.background_interval * 1000),
+            }
+        return {"enable.auto.commit": False, "enable.auto.offset.store": False}

@@ -1,0 +1,80 @@
+"""Per-partition contiguous completion: the position that is safe to commit (C1).
+
+Records of a partition are delivered in offset order and may finish in any order (manual
+acknowledgement, concurrency). The safe position is the first delivered record that has not
+reached a final outcome, or one past the last delivered record when all have.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from redrive.message import TopicPartition
+
+
+class PartitionOffsets:
+    __slots__ = ("pending", "finished", "high")
+
+    def __init__(self) -> None:
+        self.pending: deque[int] = deque()  # delivered, not final, ascending
+        self.finished: set[int] = set()  # final but behind an unfinished one
+        self.high = -1  # last delivered offset
+
+    def deliver(self, offset: int) -> None:
+        if offset <= self.high:  # a redelivery after a seek: forget what lies beyond
+            self.reset_to(offset)
+        self.pending.append(offset)
+        self.high = offset
+
+    def reset_to(self, offset: int) -> None:
+        self.pending = deque(o for o in self.pending if o < offset)
+        self.finished = {o for o in self.finished if o < offset}
+        self.high = offset - 1
+
+    def finish(self, offset: int) -> None:
+        pending = self.pending
+        if pending and pending[0] == offset:
+            pending.popleft()
+            finished = self.finished
+            while pending and pending[0] in finished:
+                finished.discard(pending.popleft())
+        elif offset in pending:
+            self.finished.add(offset)
+
+    def position(self) -> int | None:
+        """Next offset to read that is safe to commit, or None when nothing was delivered."""
+        if self.pending:
+            return self.pending[0]
+        return self.high + 1 if self.high >= 0 else None
+
+
+class OffsetTracker:
+    """The safe-to-commit position of every partition a loop owns."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[TopicPartition, PartitionOffsets] = {}
+
+    def of(self, tp: TopicPartition) -> PartitionOffsets:
+        p = self.partitions.get(tp)
+        if p is None:
+            p = self.partitions[tp] = PartitionOffsets()
+        return p
+
+    def deliver(self, tp: TopicPartition, offset: int) -> None:
+        self.of(tp).deliver(offset)
+
+    def finish(self, tp: TopicPartition, offset: int) -> None:
+        p = self.partitions.get(tp)
+        if p is not None:
+            p.finish(offset)
+
+    def positions(self) -> dict[TopicPartition, int]:
+        out = {}
+        for tp, p in self.partitions.items():
+            pos = p.position()
+            if pos is not None:
+                out[tp] = pos
+        return out
+
+    def drop(self, tp: TopicPartition) -> None:
+        self.partitions.pop(tp, None)

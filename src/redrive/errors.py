@@ -1,0 +1,99 @@
+"""Every error redrive raises, under one root.
+
+```
+RedriveError
+├── ConfigError(ValueError)        a setting is unknown or has a value that is not allowed
+├── BrokerError(RuntimeError)      the local Kafka broker cannot be resolved, started or stopped
+├── KafkaUnavailable(ConnectionError)  no broker answered at the bootstrap address in time
+├── ClientError                    the Kafka client reported an error redrive cannot handle
+├── RecoveryFailed                 a recoverer (e.g. the dead-letter publisher) failed
+└── ListenerStopped                a recoverer or circuit breaker stopped a listener on purpose
+```
+
+Signals a handler may raise (not errors of redrive itself):
+
+- `BatchFailed(index=...)` or `BatchFailed(message=...)`: a batch listener names the record
+  that failed; the records before it count as handled.
+- `DeserializationError`: raised by redrive when a record's key or value cannot be decoded.
+  It is fatal: the record goes to the recoverer with its raw bytes and never reaches a handler.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redrive.message import Message
+
+
+class RedriveError(Exception):
+    """Root of every error raised by redrive."""
+
+
+class ConfigError(RedriveError, ValueError):
+    """A setting is unknown or has a value that is not allowed.
+
+    The message names the setting, the value given, and what is allowed.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"invalid setting {setting!r}: {problem}")
+
+
+class BrokerError(RedriveError, RuntimeError):
+    """The local Apache Kafka broker could not be resolved, started or stopped."""
+
+
+class KafkaUnavailable(RedriveError, ConnectionError):
+    """No broker answered at the bootstrap address within the allowed time."""
+
+
+class ClientError(RedriveError):
+    """The Kafka client reported an error that redrive does not handle itself."""
+
+
+class RecoveryFailed(RedriveError):
+    """A recoverer could not bring a record to a final outcome (it stays uncommitted)."""
+
+
+class ListenerStopped(RedriveError):
+    """A listener was stopped on purpose (stop recoverer, circuit breaker)."""
+
+
+class BatchFailed(Exception):  # noqa: N818 - a signal, named after what happened
+    """Raised by a batch listener to say which record of the batch failed.
+
+    Give either the index of the record in the batch or the record itself::
+
+        @app.batch_listener("orders")
+        def handle(batch: list[Message]) -> None:
+            for i, msg in enumerate(batch):
+                try:
+                    save(msg)
+                except DatabaseError as exc:
+                    raise BatchFailed(index=i) from exc
+
+    The records before it count as handled and are committed; retry starts at it.
+    """
+
+    def __init__(
+        self,
+        index: int | None = None,
+        *,
+        message: Message | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        if (index is None) == (message is None):
+            raise TypeError("BatchFailed takes exactly one of index= or message=")
+        self.index = index
+        self.message = message
+        if cause is not None:
+            self.__cause__ = cause
+        where = f"index {index}" if index is not None else "the given message"
+        super().__init__(f"batch failed at {where}")
+
+
+class DeserializationError(RedriveError):
+    """A record's key or value could not be decoded; it is never handed to a handler."""

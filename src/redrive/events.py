@@ -1,0 +1,220 @@
+"""The event bus (O1): every step of the loop is an event; logs, metrics and the lab listen.
+
+Events are frozen values with the wall-clock time ``ts`` (seconds) and the ``listener`` name.
+The loop only builds an event when somebody listens (``if bus: bus.emit(...)``), so an
+unobserved loop pays one truth test per step.
+
+Catalogue:
+
+- ``Started`` / ``Stopped``: a listener's loop began or ended.
+- ``Assigned`` / ``Revoked`` / ``Lost``: rebalance; partitions given, taken back, or lost.
+- ``Polled``: one poll returned records (count per partition).
+- ``Delivered``: a record (or a batch) was handed to the handler.
+- ``Succeeded``: the handler finished a record without error.
+- ``Failed``: the handler raised for a record; exception type and message.
+- ``BackOff``: a failed record waits ``delay`` seconds before its next attempt.
+- ``Paused`` / ``Resumed``: partitions stopped or started fetching.
+- ``Seeked``: a partition was rewound to an offset.
+- ``Committed``: positions (next offset to read) were committed, per partition.
+- ``DeadLettered``: a record was written to a dead-letter topic and the broker confirmed it.
+- ``RecoveryFailed``: a recoverer could not finish (the record stays uncommitted).
+- ``Skipped``: a recoverer dropped a record on purpose.
+- ``RetryHop``: a record was sent to a retry topic, due at ``due``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import time
+from typing import Any
+
+from redrive.message import TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    listener: str
+    ts: float = field(default_factory=time, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Started(Event):
+    group_id: str
+    topics: tuple[str, ...]
+    settings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped(Event):
+    reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned(Event):
+    partitions: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked(Event):
+    partitions: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Lost(Event):
+    partitions: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Polled(Event):
+    counts: tuple[tuple[TopicPartition, int, int], ...]
+    """(partition, first offset, number of records) per partition, in poll order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered(Event):
+    records: tuple[tuple[TopicPartition, int, int], ...]
+    """(partition, offset, attempt) of each record handed over in one handler call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded(Event):
+    tp: TopicPartition
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed(Event):
+    tp: TopicPartition
+    offset: int
+    attempt: int
+    error_type: str
+    error: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BackOff(Event):
+    tp: TopicPartition
+    offset: int
+    attempt: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Paused(Event):
+    partitions: tuple[TopicPartition, ...]
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed(Event):
+    partitions: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Seeked(Event):
+    tp: TopicPartition
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Committed(Event):
+    positions: tuple[tuple[TopicPartition, int], ...]
+    metadata: tuple[tuple[TopicPartition, str], ...] = ()
+    reason: str = "poll"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered(Event):
+    tp: TopicPartition
+    offset: int
+    topic: str
+    partition: int
+    dlt_offset: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFailed(Event):
+    tp: TopicPartition
+    offset: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped(Event):
+    tp: TopicPartition
+    offset: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryHop(Event):
+    tp: TopicPartition
+    offset: int
+    topic: str
+    attempt: int
+    due: float
+
+
+Subscriber = Callable[[Event], Any]
+
+
+class EventBus:
+    """In-process fan-out of events to subscribers, in the order they happen.
+
+    ``bool(bus)`` is False while nobody listens, which is what the loop checks before it
+    builds an event. A subscriber that raises is logged and kept (it must not break
+    consumption).
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._subscribers)
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:  # a broken subscriber must not stop consumption
+                import logging
+
+                logging.getLogger("redrive.events").exception(
+                    "event subscriber %r failed on %s", subscriber, event.kind
+                )
+
+
+class Recorder:
+    """A subscriber that keeps every event (used by the lab and tests)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def of(self, kind: type[Event]) -> list[Any]:
+        with self._lock:
+            return [e for e in self.events if isinstance(e, kind)]

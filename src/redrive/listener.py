@@ -1,0 +1,30 @@
+"""A listener's description: its handler and policies, as the App registered it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redrive.consumer.commit import Commit
+from redrive.recover.base import Recoverer
+from redrive.retry.policy import Retry
+from redrive.serde import Deserializer
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    name: str
+    topics: tuple[str, ...]
+    group_id: str
+    handler: Callable[[Any], Any]
+    batch: bool
+    max_poll_records: int
+    key_deserializer: Deserializer | None
+    value_deserializer: Deserializer | None
+    commit: Commit
+    retry: Retry
+    recoverer: Recoverer
+    kafka: Mapping[str, Any] = field(default_factory=dict)
+    """Full client settings (bootstrap servers, group id, passthrough)."""
+    poll_timeout: float = 0.5

@@ -1,0 +1,6 @@
+"""Recoverers: dead-letter publisher, skip, stop, or your own function."""
+
+from redrive.recover.base import Call, Context, Recoverer, Skip, Stop
+from redrive.recover.dead_letter import DeadLetter
+
+__all__ = ["Call", "Context", "DeadLetter", "Recoverer", "Skip", "Stop"]
