@@ -95,5 +95,19 @@ class BatchFailed(Exception):  # noqa: N818 - a signal, named after what happene
         super().__init__(f"batch failed at {where}")
 
 
+class Defer(Exception):  # noqa: N818 - a signal
+    """Raised by a handler to say "not yet": hand this record over again in ``delay`` seconds.
+
+    The partition is paused and rewound to the record; nothing is committed past it and no
+    attempt is counted. Retry-topic consumers use it to wait for a record's due time (R4).
+    In a batch listener, ``index`` names the first record that must wait.
+    """
+
+    def __init__(self, delay: float, *, index: int = 0) -> None:
+        self.delay = max(0.0, delay)
+        self.index = index
+        super().__init__(f"deferred for {self.delay:.3f}s")
+
+
 class DeserializationError(RedriveError):
     """A record's key or value could not be decoded; it is never handed to a handler."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from redrive.consumer.client import Client, RawRecord
 from redrive.consumer.offsets import OffsetTracker
-from redrive.errors import BatchFailed, DeserializationError, ListenerStopped
+from redrive.errors import BatchFailed, Defer, DeserializationError, ListenerStopped
 from redrive.events import (
     Assigned,
     BackOff,
@@ -168,6 +168,9 @@ class Loop:
             self._call(msg)
         except ListenerStopped:
             raise
+        except Defer as defer:
+            self._wait(msg, defer.delay)
+            return False
         except Exception as exc:
             return self._on_failure(msg, exc, state)
         self._succeeded(msg)
@@ -297,6 +300,14 @@ class Loop:
                 self._call(msgs)
             except ListenerStopped:
                 raise
+            except Defer as defer:
+                for m in msgs[: defer.index]:
+                    self._succeeded(m)
+                waiting = msgs[defer.index]
+                self._wait(waiting, defer.delay)
+                self._park(waiting.tp, [m for m in msgs[defer.index :] if m.tp == waiting.tp])
+                msgs = [m for m in msgs[defer.index + 1 :] if m.tp != waiting.tp]
+                continue
             except BatchFailed as signal:
                 index = signal.index if signal.index is not None else msgs.index(signal.message)  # type: ignore[arg-type]
                 for m in msgs[:index]:
