@@ -1,0 +1,38 @@
+"""Running an App in the test process, and reading what it committed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from redrive import App
+from redrive.events import Committed, Recorder
+
+FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def running(app: App) -> Iterator[Recorder]:
+    """Run `app` in background threads; always stop it (also when the test fails)."""
+    recorder = Recorder()
+    app.bus.subscribe(recorder)
+    app.start()
+    try:
+        yield recorder
+    finally:
+        app.stop()
+        app.join(60)
+
+
+def commits(recorder: Recorder) -> list[dict[int, int]]:
+    """Committed positions, per commit, as {partition: position}."""
+    return [{tp.partition: pos for tp, pos in e.positions} for e in recorder.of(Committed)]
