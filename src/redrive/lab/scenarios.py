@@ -1,0 +1,720 @@
+"""The lab's scenarios: each sets up fresh topics and a fresh group, runs consumers against a
+real broker, and checks what users observe against the contract (DESIGN.md sections 1-2).
+
+Adding a scenario is one function::
+
+    @scenario("success", "Success", contract="C2", story="...")
+    def success(lab: Lab) -> None:
+        topic = lab.topic("orders", ["m1", "m2", "m3"])
+        app = lab.app()
+        ...
+        lab.check("committed", {0: 3}, lab.committed(topic))
+
+A scenario reads only the event bus (through ``lab``) and the broker (committed positions,
+topic contents). ``run`` records the events, builds the per-record table and the verdict.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redrive import admin
+from redrive.app import App
+from redrive.errors import BatchFailed
+from redrive.events import BackOff as BackOffEvent
+from redrive.events import (
+    Committed,
+    DeadLettered,
+    Delivered,
+    Event,
+    Failed,
+    Lost,
+    Polled,
+    Recorder,
+    RecoveryFailed,
+    Revoked,
+    Skipped,
+    Succeeded,
+)
+from redrive.lab.child import Child
+from redrive.lab.codec import LabNote
+from redrive.message import Message, TopicPartition
+from redrive.recover.dead_letter import DeadLetter
+from redrive.recover.headers import ATTEMPTS, ORIGINAL_OFFSET
+from redrive.retry.backoff import BackOff
+from redrive.retry.policy import Retry
+
+FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+"""Short sessions: a dead consumer is noticed in seconds, not the default 45 s."""
+
+
+class LabFailure(Exception):
+    """A scenario could not reach the state it waits for (the verdict says what)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    what: str
+    expected: Any
+    observed: Any
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.expected == self.observed)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One record of the run: how often it was handed to the handler, and how it ended."""
+
+    name: str
+    topic: str
+    partition: int
+    offset: int
+    handled: int
+    outcome: str
+
+
+@dataclass
+class Result:
+    name: str
+    title: str
+    contract: str
+    story: str
+    events: list[Event] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    committed: dict[str, dict[int, int | None]] = field(default_factory=dict)
+    names: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    duration: float = 0.0
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def differences(self) -> list[str]:
+        out = [
+            f"{c.what}: expected {c.expected!r}, observed {c.observed!r}"
+            for c in self.checks
+            if not c.ok
+        ]
+        if self.error:
+            out.insert(0, self.error)
+        return out
+
+    def alias(self, topic: str) -> str:
+        return self.aliases.get(topic, topic)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    title: str
+    contract: str
+    story: str
+    body: Callable[[Lab], None]
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(
+    name: str, title: str, *, contract: str, story: str
+) -> Callable[[Callable[[Lab], None]], Callable[[Lab], None]]:
+    """Register a scenario under `name` (the order of registration is the lab's order)."""
+
+    def register(body: Callable[[Lab], None]) -> Callable[[Lab], None]:
+        if name in SCENARIOS:
+            raise ValueError(f"scenario {name!r} is registered twice")
+        SCENARIOS[name] = Scenario(name, title, contract, " ".join(story.split()), body)
+        return body
+
+    return register
+
+
+class Lab:
+    """What a scenario works with: fresh names, topics, Apps wired to the recorder, checks."""
+
+    def __init__(self, servers: str, result: Result, workdir: Path) -> None:
+        self.servers = servers
+        self.result = result
+        self.workdir = workdir
+        self.recorder = Recorder()
+        self.run_id = uuid.uuid4().hex[:6]
+        self.group = f"lab-{result.name}-{self.run_id}"
+        self.apps: list[App] = []
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def topic(
+        self,
+        label: str,
+        values: Sequence[str] = (),
+        *,
+        partitions: int = 1,
+        per_partition: Mapping[int, Sequence[str]] | None = None,
+    ) -> str:
+        """Create a fresh topic (shown as `label`) and produce `values` to partition 0, or
+        `per_partition` values to each partition; values become the records' names."""
+        name = f"lab-{self.result.name}-{label}-{self.run_id}"
+        admin.create_topics(self.servers, {name: partitions})
+        self.result.aliases[name] = label
+        for p, vals in (per_partition or ({0: values} if values else {})).items():
+            for (part, offset), v in zip(
+                admin.produce(self.servers, name, list(vals), partition=p), vals, strict=True
+            ):
+                self.result.names[(name, part, offset)] = v
+        return name
+
+    def dead_letter_topic(self, topic: str, partitions: int = 1) -> str:
+        name = f"{topic}-dlt"
+        admin.create_topics(self.servers, {name: partitions})
+        self.result.aliases[name] = f"{self.result.alias(topic)}-dlt"
+        return name
+
+    def app(self, **kafka: Any) -> App:
+        """An App on the scenario's group whose events the lab records."""
+        app = App(self.servers, self.group, kafka={**FAST, **kafka})
+        app.bus.subscribe(self.recorder)
+        self.apps.append(app)
+        return app
+
+    @contextmanager
+    def running(self, app: App) -> Iterator[App]:
+        """Run `app` in background threads; always stop it."""
+        app.start()
+        try:
+            yield app
+        finally:
+            app.stop()
+            app.join(60)
+
+    @contextmanager
+    def child(self, name: str, factory: str, **kwargs: Any) -> Iterator[Child]:
+        """An App in a child process (see ``redrive.lab.child``); its events join the run's
+        events when the block ends, and it is always killed."""
+        child = Child(
+            factory,
+            {"servers": self.servers, "group": self.group, "name": name, **kwargs},
+            self.workdir,
+            name=name,
+        )
+        try:
+            with child:
+                yield child
+        finally:
+            for e in child.events():
+                self.recorder(e)
+
+    def note(self, text: str, listener: str = "") -> None:
+        """A step the lab itself took, drawn in the diagram."""
+        self.recorder(LabNote(listener, text))
+
+    # -- observing ------------------------------------------------------------------------
+
+    def wait(self, check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise LabFailure(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.02)
+
+    def events(self, kind: type[Event] | tuple[type[Event], ...] = Event) -> list[Any]:
+        return [e for e in list(self.recorder.events) if isinstance(e, kind)]
+
+    def commits(self, topic: str) -> list[dict[int, int]]:
+        """Positions of `topic` in each recorded commit, in order."""
+        out = []
+        for e in self.events(Committed):
+            got = {tp.partition: pos for tp, pos in e.positions if tp.topic == topic}
+            if got:
+                out.append(got)
+        return out
+
+    def last_commit(self, topic: str) -> dict[int, int]:
+        """The latest recorded position of each partition of `topic`."""
+        merged: dict[int, int] = {}
+        for c in self.commits(topic):
+            merged.update(c)
+        return merged
+
+    def committed(self, topic: str) -> dict[int, int | None]:
+        """The group's committed positions, read from the broker."""
+        return admin.committed_offsets(self.servers, self.group, topic)
+
+    def dead_letters(self, topic: str) -> list[Any]:
+        return admin.read_all(self.servers, topic)
+
+    def name(self, tp: TopicPartition, offset: int) -> str:
+        return self.result.names.get((tp.topic, tp.partition, offset), f"{tp}@{offset}")
+
+    def handled(self, listener: str | None = None) -> list[str]:
+        """Names of the records handed to the handler, in order (batches flattened)."""
+        return [
+            self.name(tp, o)
+            for e in self.events(Delivered)
+            if listener is None or e.listener == listener
+            for tp, o, _ in e.records
+        ]
+
+    # -- verdict --------------------------------------------------------------------------
+
+    def check(self, what: str, expected: Any, observed: Any) -> None:
+        self.result.checks.append(Check(what, expected, observed))
+
+
+def run(
+    spec: Scenario, servers: str, *, workdir: Path | None = None
+) -> Result:  # pragma: no branch
+    """Run one scenario on fresh topics and a fresh group; never raises for a failed run."""
+    result = Result(spec.name, spec.title, spec.contract, spec.story)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"redrive-lab-{spec.name}-") as tmp:
+        lab = Lab(servers, result, workdir or Path(tmp))
+        try:
+            spec.body(lab)
+        except Exception as exc:  # the verdict reports it; the next scenario still runs
+            result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            for app in lab.apps:
+                app.stop()
+    result.duration = round(time.monotonic() - started, 2)
+    result.events = sorted(lab.recorder.events, key=lambda e: e.ts)
+    for topic in result.aliases:
+        if not topic.endswith("-dlt"):
+            try:
+                result.committed[topic] = lab.committed(topic)
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                result.error = result.error or f"reading committed positions: {exc}"
+    result.rows = rows(result)
+    return result
+
+
+def rows(result: Result) -> list[Row]:
+    """Per record: times handed to the handler, and its final outcome."""
+    handled: dict[tuple[str, int, int], int] = {}
+    outcome: dict[tuple[str, int, int], str] = {}
+    for e in result.events:
+        if isinstance(e, Delivered):
+            for tp, o, _ in e.records:
+                key = (tp.topic, tp.partition, o)
+                handled[key] = handled.get(key, 0) + 1
+        elif isinstance(e, Succeeded):
+            outcome[(e.tp.topic, e.tp.partition, e.offset)] = "handled"
+        elif isinstance(e, Failed):
+            outcome[(e.tp.topic, e.tp.partition, e.offset)] = f"failed ({e.error_type})"
+        elif isinstance(e, DeadLettered):
+            outcome[(e.tp.topic, e.tp.partition, e.offset)] = (
+                f"dead-lettered to {result.alias(e.topic)}[{e.partition}]@{e.dlt_offset}"
+            )
+        elif isinstance(e, RecoveryFailed):
+            outcome[(e.tp.topic, e.tp.partition, e.offset)] = "dead-letter write failed"
+        elif isinstance(e, Skipped):
+            outcome[(e.tp.topic, e.tp.partition, e.offset)] = "skipped"
+    return [
+        Row(name, topic, p, o, handled.get((topic, p, o), 0), outcome.get((topic, p, o), "-"))
+        for (topic, p, o), name in sorted(result.names.items())
+    ]
+
+
+# -- the scenarios ----------------------------------------------------------------------------
+
+M = [f"m{i}" for i in range(1, 7)]
+
+
+@scenario(
+    "success",
+    "1. Success: commit after the batch",
+    contract="C2",
+    story="""Poll returns m1, m2, m3; each is handled in order; only when all three are done is
+    the position after m3 (3) committed; the next poll starts at m4.""",
+)
+def success(lab: Lab) -> None:
+    topic = lab.topic("orders", M)
+    app = lab.app()
+    commits_seen: list[list[dict[int, int]]] = []
+
+    @app.listener(topic, max_poll_records=3, name="consumer")
+    def handle(msg: Message) -> None:
+        commits_seen.append(lab.commits(topic))
+
+    with lab.running(app):
+        lab.wait(lambda: lab.last_commit(topic) == {0: 6}, "position 6 committed")
+    lab.check("records handled, in order", M, lab.handled())
+    lab.check("commits made while m1, m2, m3 were handled", [[], [], []], commits_seen[:3])
+    lab.check("commits, in order", [{0: 3}, {0: 6}], lab.commits(topic))
+    lab.check("committed position", {0: 6}, lab.committed(topic))
+
+
+def crash_app(servers: str, group: str, name: str, topic: str) -> App:
+    """The crash scenario's consumer (built in a child process): m2 takes forever."""
+    app = App(servers, group, kafka={**FAST, "max.poll.interval.ms": 6000})
+
+    @app.listener(topic, max_poll_records=3, value_deserializer="str", name=name)
+    def handle(msg: Message) -> None:
+        if msg.value == "m2":
+            time.sleep(60)  # the lab kills the process meanwhile
+
+    return app
+
+
+@scenario(
+    "crash",
+    "2. Consumer dies at m2 (SIGKILL)",
+    contract="C3",
+    story="""A consumer in another process handles m1 and is killed with SIGKILL while it
+    handles m2. Nothing of the batch was committed. Its session expires, the group
+    rebalances, and the new owner polls m1, m2, m3 again: m1 is handled twice
+    (at-least-once), nothing is lost.""",
+)
+def crash(lab: Lab) -> None:
+    topic = lab.topic("orders", M[:3])
+    with lab.child("consumer-1", "redrive.lab.scenarios:crash_app", topic=topic) as child:
+        lab.wait(
+            lambda: any(isinstance(e, Delivered) and e.records[0][1] == 1 for e in child.events()),
+            "m2 handed to the handler in the child process",
+        )
+        lab.note("SIGKILL", "consumer-1")
+        child.kill()
+    lab.check("committed when the consumer died", {0: None}, lab.committed(topic))
+    app = lab.app()
+
+    @app.listener(topic, max_poll_records=3, name="consumer-2")
+    def handle(msg: Message) -> None:
+        pass
+
+    with lab.running(app):
+        lab.wait(lambda: lab.last_commit(topic) == {0: 3}, "position 3 committed by the new owner")
+    lab.check("handled by consumer-1 before it died", ["m1", "m2"], lab.handled("consumer-1"))
+    lab.check("handled by the new owner", ["m1", "m2", "m3"], lab.handled("consumer-2"))
+    lab.check("committed position", {0: 3}, lab.committed(topic))
+
+
+@scenario(
+    "exception",
+    "3. Exception at m2, thrown to the loop",
+    contract="F1",
+    story="""The handler raises at m2. m1 is committed (position 1), m2 is not; the partition
+    is rewound to m2 and the next poll returns m2, m3, m4. What m2 did before it threw
+    happens again.""",
+)
+def exception(lab: Lab) -> None:
+    topic = lab.topic("orders", M[:4])
+    app = lab.app()
+    failed: list[str] = []
+
+    @app.listener(
+        topic,
+        max_poll_records=3,
+        value_deserializer="str",
+        name="consumer",
+        retry=Retry(backoff=BackOff.fixed(0.0, max_attempts=None)),
+    )
+    def handle(msg: Message) -> None:
+        if msg.value == "m2" and not failed:
+            failed.append(msg.value)
+            raise RuntimeError("m2 failed")
+
+    with lab.running(app):
+        lab.wait(lambda: lab.last_commit(topic) == {0: 4}, "position 4 committed")
+    lab.check("records handled", ["m1", "m2", "m2", "m3", "m4"], lab.handled())
+    lab.check("first commit", [{0: 1}], lab.commits(topic)[:1])
+    polls = [[(lab.name(tp, first), n) for tp, first, n in e.counts] for e in lab.events(Polled)]
+    lab.check("polls (first record, count)", [[("m1", 3)], [("m2", 3)]], polls[:2])
+    lab.check("committed position", {0: 4}, lab.committed(topic))
+
+
+@scenario(
+    "dead-letter",
+    "4. Exception at m2, dead-lettered",
+    contract="F2, D1, D3",
+    story="""The handler raises at m2 and no retry is configured: the dead-letter publisher
+    writes m2 to orders-dlt with its origin in kafka_dlt-* headers, waits for the broker's
+    acknowledgement, and only then is m2's offset committed. The batch goes on; nothing is
+    repeated.""",
+)
+def dead_letter(lab: Lab) -> None:
+    topic = lab.topic("orders", M[:3])
+    dlt = lab.dead_letter_topic(topic)
+    app = lab.app()
+
+    @app.listener(
+        topic,
+        max_poll_records=3,
+        value_deserializer="str",
+        name="consumer",
+        retry=Retry.none(),
+        recoverer=DeadLetter(),
+    )
+    def handle(msg: Message) -> None:
+        if msg.value == "m2":
+            raise RuntimeError("m2 cannot be handled")
+
+    with lab.running(app):
+        lab.wait(lambda: lab.last_commit(topic) == {0: 3}, "position 3 committed")
+    lab.check("records handled", ["m1", "m2", "m3"], lab.handled())
+    letters = lab.dead_letters(dlt)
+    lab.check("dead-letter topic values", [b"m2"], [m.value() for m in letters])
+    origin = [dict(m.headers() or []).get(ORIGINAL_OFFSET) for m in letters]
+    lab.check("kafka_dlt-original-offset", [struct.pack(">q", 1)], origin)
+    order = [e.kind for e in lab.events((DeadLettered, Committed))]
+    lab.check(
+        "dead-letter acknowledged before the commit", ["DeadLettered", "Committed"], order[-2:]
+    )
+    lab.check("committed position", {0: 3}, lab.committed(topic))
+
+
+@scenario(
+    "partitions",
+    "5. Several topics and partitions",
+    contract="C6",
+    story="""One poll spans orders[0] (a1..a3), orders[1] (b1..b3) and payments[0] (p1..p3).
+    a2 fails once: only orders[0] is paused and rewound to a2; the other partitions are
+    handled and committed (3) while a2 waits; then a2 and a3 are handled and orders[0]
+    commits 3. Nothing of another partition is repeated.""",
+)
+def partitions(lab: Lab) -> None:
+    orders = lab.topic(
+        "orders", partitions=2, per_partition={0: ["a1", "a2", "a3"], 1: ["b1", "b2", "b3"]}
+    )
+    payments = lab.topic("payments", ["p1", "p2", "p3"])
+    app = lab.app()
+    failed: list[str] = []
+
+    @app.listener(
+        [orders, payments],
+        max_poll_records=9,
+        value_deserializer="str",
+        name="consumer",
+        retry=Retry(backoff=BackOff.fixed(1.5, max_attempts=None)),
+    )
+    def handle(msg: Message) -> None:
+        if msg.value == "a2" and not failed:
+            failed.append(msg.value)
+            raise RuntimeError("a2 failed")
+
+    with lab.running(app):
+        lab.wait(
+            lambda: lab.last_commit(orders) == {0: 3, 1: 3} and lab.last_commit(payments) == {0: 3},
+            "every partition committed",
+        )
+    handled = lab.handled()
+    lab.check(
+        "times each record was handled",
+        {"a1": 1, "a2": 2, "a3": 1, "b1": 1, "b2": 1, "b3": 1, "p1": 1, "p2": 1, "p3": 1},
+        {v: handled.count(v) for v in sorted(set(handled))},
+    )
+    retry_at = next(
+        i
+        for i, e in enumerate(lab.events())
+        if isinstance(e, Delivered)
+        and lab.name(e.records[0][0], e.records[0][1]) == "a2"
+        and e.records[0][2] == 2
+    )
+    before: dict[str, int] = {}
+    for e in lab.events()[:retry_at]:
+        if isinstance(e, Committed):
+            for tp, pos in e.positions:
+                before[f"{lab.result.alias(tp.topic)}[{tp.partition}]"] = pos
+    lab.check(
+        "committed before a2 was retried",
+        {"orders[0]": 1, "orders[1]": 3, "payments[0]": 3},
+        before,
+    )
+    lab.check("committed orders", {0: 3, 1: 3}, lab.committed(orders))
+    lab.check("committed payments", {0: 3}, lab.committed(payments))
+
+
+@scenario(
+    "batch",
+    "6. Batch listener, without and with an index",
+    contract="F3",
+    story="""The listener receives each poll as one list. The first batch (m1, m2, m3) fails
+    without saying where: the whole batch is retried and m1 is handled again. The second
+    batch (m4, m5, m6) fails naming m5 (BatchFailed(index=1)): m4 is committed on its own
+    (position 4) and the retry starts at m5.""",
+)
+def batch(lab: Lab) -> None:
+    topic = lab.topic("orders", M)
+    app = lab.app()
+    calls: list[list[str]] = []
+
+    @app.batch_listener(
+        topic,
+        max_poll_records=3,
+        value_deserializer="str",
+        name="consumer",
+        retry=Retry(backoff=BackOff.fixed(0.0, max_attempts=None)),
+    )
+    def handle(records: list[Message]) -> None:
+        values = [m.value for m in records]
+        calls.append(values)
+        if values[0] == "m1" and len(calls) == 1:
+            raise RuntimeError("batch failed")
+        if "m5" in values and sum("m5" in c for c in calls) == 1:
+            raise BatchFailed(index=values.index("m5"))
+
+    with lab.running(app):
+        lab.wait(lambda: lab.last_commit(topic) == {0: 6}, "position 6 committed")
+    lab.check("batches handed to the listener", [M[:3], M[:3], M[3:], M[4:]], calls)
+    lab.check("commits, in order", [{0: 3}, {0: 4}, {0: 6}], [c for c in lab.commits(topic)])
+    lab.check("committed position", {0: 6}, lab.committed(topic))
+
+
+@scenario(
+    "stateless-retry",
+    "Stateless retry longer than max.poll.interval.ms",
+    contract="R2",
+    story="""m2 fails three times and is retried in place (the loop keeps the record) with
+    2.5 s back-offs: 7.5 s of waiting with max.poll.interval.ms at 6 s. The partition is
+    paused while it waits and the loop keeps polling, so the consumer is never evicted:
+    no revocation, no second handling of m1, m2 succeeds on attempt 4.""",
+)
+def stateless_retry(lab: Lab) -> None:
+    topic = lab.topic("orders", M[:3])
+    app = lab.app(**{"max.poll.interval.ms": 6000})
+    attempts: list[int] = []
+
+    @app.listener(
+        topic,
+        max_poll_records=3,
+        value_deserializer="str",
+        name="consumer",
+        retry=Retry.in_place(BackOff.fixed(2.5, max_attempts=5)),
+    )
+    def handle(msg: Message) -> None:
+        if msg.value == "m2":
+            attempts.append(msg.attempt)
+            if msg.attempt < 4:
+                raise RuntimeError(f"m2 attempt {msg.attempt} failed")
+
+    with lab.running(app):
+        lab.wait(lambda: lab.last_commit(topic) == {0: 3}, "position 3 committed")
+    waited = sum(e.delay for e in lab.events(BackOffEvent))
+    lab.check("time waited exceeds max.poll.interval.ms (6 s)", True, waited > 6.0)
+    lab.check("attempts of m2", [1, 2, 3, 4], attempts)
+    lab.check("records handled", ["m1", "m2", "m2", "m2", "m2", "m3"], lab.handled())
+    lab.check(
+        "revocations or lost partitions (eviction)",
+        [],
+        [e.kind for e in lab.events((Revoked, Lost)) if e.partitions],
+    )
+    lab.check("committed position", {0: 3}, lab.committed(topic))
+
+
+@scenario(
+    "stateful-retry",
+    "Stateful retry across a rebalance",
+    contract="R3, D2",
+    story="""m2 is poison and gets 4 attempts with seek retry. consumer-1 makes attempts 1
+    and 2, each counted in the commit metadata of position 1, then leaves the group.
+    consumer-2 gets the partition, reads the count from the committed metadata and goes on
+    with attempts 3 and 4; then m2 is dead-lettered with 4 attempts recorded.""",
+)
+def stateful_retry(lab: Lab) -> None:
+    topic = lab.topic("orders", M[:3])
+    dlt = lab.dead_letter_topic(topic)
+    seen: list[tuple[str, int]] = []
+
+    def consumer(name: str) -> App:
+        app = lab.app()
+
+        @app.listener(
+            topic,
+            max_poll_records=3,
+            value_deserializer="str",
+            name=name,
+            retry=Retry.seek(BackOff.fixed(1.0, max_attempts=4)),
+        )
+        def handle(msg: Message) -> None:
+            if msg.value == "m2":
+                seen.append((name, msg.attempt))
+                raise RuntimeError("m2 is poison")
+
+        return app
+
+    with lab.running(consumer("consumer-1")):
+        lab.wait(lambda: any(e.attempt == 2 for e in lab.events(Failed)), "attempt 2 failed")
+    with lab.running(consumer("consumer-2")):
+        lab.wait(lambda: lab.last_commit(topic).get(0) == 3, "position 3 committed")
+    lab.check(
+        "attempts of m2 (consumer, attempt)",
+        [("consumer-1", 1), ("consumer-1", 2), ("consumer-2", 3), ("consumer-2", 4)],
+        seen,
+    )
+    letters = lab.dead_letters(dlt)
+    lab.check("dead-letter topic values", [b"m2"], [m.value() for m in letters])
+    lab.check(
+        "redrive_dlt-attempts",
+        [struct.pack(">i", 4)],
+        [dict(m.headers() or []).get(ATTEMPTS) for m in letters],
+    )
+    lab.check("committed position", {0: 3}, lab.committed(topic))
+
+
+@scenario(
+    "dead-letter-fails",
+    "A dead-letter write fails, then succeeds",
+    contract="D3",
+    story="""m2 fails and goes to the dead-letter publisher, but orders-dlt does not exist
+    yet (topic auto-creation is off): the write fails, m2 stays uncommitted (position 1)
+    and the recovery is retried after a back-off. The lab creates orders-dlt; the next
+    try is acknowledged, and only then is position 3 committed. Nothing is lost.""",
+)
+def dead_letter_fails(lab: Lab) -> None:
+    topic = lab.topic("orders", M[:3])
+    app = lab.app()
+
+    @app.listener(
+        topic,
+        max_poll_records=3,
+        value_deserializer="str",
+        name="consumer",
+        retry=Retry(backoff=BackOff.none(), recovery=BackOff.fixed(1.0)),
+    )
+    def handle(msg: Message) -> None:
+        if msg.value == "m2":
+            raise RuntimeError("m2 cannot be handled")
+
+    with lab.running(app):
+        lab.wait(lambda: bool(lab.events(RecoveryFailed)), "the dead-letter write to fail")
+        lab.note(f"lab creates {lab.result.alias(topic)}-dlt", "consumer")
+        dlt = lab.dead_letter_topic(topic)
+        lab.wait(lambda: lab.last_commit(topic) == {0: 3}, "position 3 committed")
+    written = next(i for i, e in enumerate(lab.events()) if isinstance(e, DeadLettered))
+    before = [
+        pos
+        for e in lab.events()[:written]
+        if isinstance(e, Committed)
+        for tp, pos in e.positions
+        if tp.topic == topic
+    ]
+    lab.check(
+        "highest position committed before the write was acknowledged", 1, max(before, default=None)
+    )
+    lab.check(
+        "records handled (m2 once: only the write is retried)", ["m1", "m2", "m3"], lab.handled()
+    )
+    lab.check("dead-letter topic values", [b"m2"], [m.value() for m in lab.dead_letters(dlt)])
+    lab.check("committed position", {0: 3}, lab.committed(topic))
+
+
+def select(names: Sequence[str]) -> list[Scenario]:
+    """The scenarios called `names` (all when empty); ValueError names an unknown one."""
+    if not names:
+        return list(SCENARIOS.values())
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario {unknown[0]!r}; the lab has: {', '.join(SCENARIOS)}")
+    return [SCENARIOS[n] for n in names]

@@ -1,0 +1,42 @@
+"""The lab in the terminal: per scenario a narrative, a compact timeline and the verdict."""
+
+from __future__ import annotations
+
+import textwrap
+
+from redrive.lab.scenarios import Result
+from redrive.lab.trace import Arrow, Trace
+
+
+def timeline(trace: Trace) -> list[str]:
+    """One line per step: time, from -> to, label (notes in brackets on their lifeline)."""
+    label = {p.id: p.label for p in trace.participants}
+    width = max((len(v) for v in label.values()), default=8)
+    lines = []
+    for s in trace.steps:
+        if isinstance(s, Arrow):
+            route = f"{label[s.src]:>{width}} -> {label[s.dst]:<{width}}"
+            lines.append(f"  {s.t:6.2f}s  {route}  {s.label}")
+        else:
+            lines.append(f"  {s.t:6.2f}s  {label.get(s.at, ''):>{width}}    [{s.text}]")
+    return lines
+
+
+def verdict_line(result: Result) -> str:
+    if result.passed:
+        return f"verdict: PASS, matches the contract ({result.contract})"
+    return f"verdict: FAIL ({result.contract}): " + "; ".join(result.differences)
+
+
+def render(result: Result, trace: Trace) -> str:
+    out = [f"== {result.title} [{result.name}] ({result.contract}, {result.duration:.1f} s)"]
+    out += textwrap.wrap(result.story, 96, initial_indent="  ", subsequent_indent="  ")
+    out.append("  timeline:")
+    out += timeline(trace)
+    for row in result.rows:
+        out.append(f"  {row.name:>4}: handled {row.handled}x, {row.outcome}")
+    for topic, positions in result.committed.items():
+        shown = ", ".join(f"[{p}]={pos}" for p, pos in positions.items())
+        out.append(f"  committed {result.alias(topic)}: {shown}")
+    out.append(verdict_line(result))
+    return "\n".join(out)

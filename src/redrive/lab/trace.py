@@ -1,0 +1,282 @@
+"""Recorded events -> a sequence diagram: participants (lifelines) and steps (arrows, notes).
+
+The trace is exact: one step per event (two for a poll, which asks and receives, and for a
+dead-letter write, which is written and acknowledged), in the order the bus delivered them.
+Participants, left to right: the inbound topics, one Kafka client per consumer, the
+listener, the group's consumer offsets, then dead-letter and retry topics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from redrive import events as ev
+from redrive.lab.codec import LabNote
+from redrive.message import TopicPartition
+
+LISTENER = "listener"
+OFFSETS = "offsets"
+
+Names = Mapping[tuple[str, int, int], str]
+"""(topic, partition, offset) -> a short name of the record (``m2``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    id: str
+    label: str
+    kind: str
+    """``topic``, ``client``, ``listener``, ``offsets``, ``dlt`` or ``retry``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrow:
+    t: float
+    """Seconds since the first event of the trace."""
+    src: str
+    dst: str
+    label: str
+    kind: str
+    """poll, records, handle, ok, exception, commit, seek, pause, resume, dead-letter, ack,
+    dead-letter-failed, retry-hop."""
+
+    @property
+    def dashed(self) -> bool:
+        return self.kind in ("records", "ok", "exception", "ack")
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    t: float
+    at: str
+    text: str
+    kind: str
+    """back-off, assigned, revoked, lost, stopped, skipped, lab."""
+
+
+Step = Arrow | Note
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    participants: tuple[Participant, ...]
+    steps: tuple[Step, ...]
+    duration: float = 0.0
+    names: Mapping[tuple[str, int, int], str] = field(default_factory=dict)
+
+    @property
+    def arrows(self) -> list[Arrow]:
+        return [s for s in self.steps if isinstance(s, Arrow)]
+
+    def index(self, participant_id: str) -> int:
+        for i, p in enumerate(self.participants):
+            if p.id == participant_id:
+                return i
+        raise KeyError(participant_id)
+
+
+class _Builder:
+    def __init__(self, names: Names, alias: Callable[[str], str]) -> None:
+        self.names = names
+        self.alias = alias
+        self.topics: dict[str, Participant] = {}
+        self.clients: dict[str, Participant] = {}
+        self.sinks: dict[str, Participant] = {}
+        self.steps: list[Step] = []
+        self.used_listener = False
+        self.used_offsets = False
+        self.t0 = 0.0
+
+    # -- naming ---------------------------------------------------------------------------
+
+    def rec(self, tp: TopicPartition, offset: int) -> str:
+        name = self.names.get((tp.topic, tp.partition, offset))
+        return name or f"{self.alias(tp.topic)}[{tp.partition}]@{offset}"
+
+    def recs(self, items: Sequence[tuple[TopicPartition, int]]) -> str:
+        named = [self.rec(tp, o) for tp, o in items]
+        if len(named) > 3 and all(self.names.get((tp.topic, tp.partition, o)) for tp, o in items):
+            return f"{named[0]}..{named[-1]}"
+        return ", ".join(named)
+
+    def part(self, tp: TopicPartition) -> str:
+        return f"{self.alias(tp.topic)}[{tp.partition}]"
+
+    # -- participants ---------------------------------------------------------------------
+
+    def topic(self, name: str) -> str:
+        if name not in self.topics:
+            self.topics[name] = Participant(f"topic:{name}", self.alias(name), "topic")
+        return self.topics[name].id
+
+    def client(self, listener: str) -> str:
+        if listener not in self.clients:
+            self.clients[listener] = Participant(f"client:{listener}", listener, "client")
+        return self.clients[listener].id
+
+    def sink(self, name: str, kind: str) -> str:
+        if name not in self.sinks:
+            self.sinks[name] = Participant(f"{kind}:{name}", self.alias(name), kind)
+        return self.sinks[name].id
+
+    def listener(self) -> str:
+        self.used_listener = True
+        return LISTENER
+
+    def offsets(self) -> str:
+        self.used_offsets = True
+        return OFFSETS
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def arrow(self, e: ev.Event, src: str, dst: str, label: str, kind: str) -> None:
+        self.steps.append(Arrow(round(e.ts - self.t0, 3), src, dst, label, kind))
+
+    def note(self, e: ev.Event, at: str, text: str, kind: str) -> None:
+        self.steps.append(Note(round(e.ts - self.t0, 3), at, text, kind))
+
+    def add(self, e: ev.Event, dead_letter_topic: Mapping[tuple[TopicPartition, int], str]) -> None:
+        client = self.client(e.listener) if not isinstance(e, LabNote) else ""
+        if isinstance(e, ev.Polled):
+            by_topic: dict[str, list[tuple[TopicPartition, int]]] = {}
+            for tp, first, n in e.counts:
+                by_topic.setdefault(tp.topic, []).extend((tp, first + i) for i in range(n))
+            self.arrow(e, client, self.topic(e.counts[0][0].topic), "poll", "poll")
+            for topic, items in by_topic.items():
+                self.arrow(e, self.topic(topic), client, f"records {self.recs(items)}", "records")
+        elif isinstance(e, ev.Delivered):
+            items = [(tp, o) for tp, o, _ in e.records]
+            attempt = max(a for _, _, a in e.records)
+            label = (
+                f"handle {self.recs(items)}" if len(items) == 1 else f"handle [{self.recs(items)}]"
+            )
+            if attempt > 1:
+                label += f" (attempt {attempt})"
+            self.arrow(e, client, self.listener(), label, "handle")
+        elif isinstance(e, ev.Succeeded):
+            self.arrow(e, self.listener(), client, f"ok {self.rec(e.tp, e.offset)}", "ok")
+        elif isinstance(e, ev.Failed):
+            label = f"{e.error_type} at {self.rec(e.tp, e.offset)}"
+            self.arrow(
+                e, self.listener(), client, label + (" (fatal)" if e.fatal else ""), "exception"
+            )
+        elif isinstance(e, ev.BackOff):
+            self.note(
+                e, client, f"back-off {e.delay:.2f} s ({self.rec(e.tp, e.offset)})", "back-off"
+            )
+        elif isinstance(e, ev.Paused):
+            for tp in e.partitions:
+                self.arrow(e, client, self.topic(tp.topic), f"pause [{tp.partition}]", "pause")
+        elif isinstance(e, ev.Resumed):
+            for tp in e.partitions:
+                self.arrow(e, client, self.topic(tp.topic), f"resume [{tp.partition}]", "resume")
+        elif isinstance(e, ev.Seeked):
+            self.arrow(
+                e,
+                client,
+                self.topic(e.tp.topic),
+                f"seek [{e.tp.partition}] to {e.offset} ({self.rec(e.tp, e.offset)})",
+                "seek",
+            )
+        elif isinstance(e, ev.Committed):
+            self.arrow(e, client, self.offsets(), commit_label(e, self.part), "commit")
+        elif isinstance(e, ev.DeadLettered):
+            dlt = self.sink(e.topic, "dlt")
+            self.arrow(e, client, dlt, f"dead-letter {self.rec(e.tp, e.offset)}", "dead-letter")
+            self.arrow(e, dlt, client, f"ack [{e.partition}]@{e.dlt_offset}", "ack")
+        elif isinstance(e, ev.RecoveryFailed):
+            where = dead_letter_topic.get((e.tp, e.offset))
+            if where is None:
+                self.note(e, client, f"recovery of {self.rec(e.tp, e.offset)} failed", "lab")
+            else:
+                self.arrow(
+                    e,
+                    client,
+                    self.sink(where, "dlt"),
+                    f"dead-letter {self.rec(e.tp, e.offset)} failed",
+                    "dead-letter-failed",
+                )
+        elif isinstance(e, ev.RetryHop):
+            self.arrow(
+                e,
+                client,
+                self.sink(e.topic, "retry"),
+                f"retry hop {self.rec(e.tp, e.offset)} (attempt {e.attempt})",
+                "retry-hop",
+            )
+        elif isinstance(e, ev.Assigned | ev.Revoked | ev.Lost):
+            parts = ", ".join(self.part(tp) for tp in e.partitions)
+            if parts or isinstance(e, ev.Lost):
+                self.note(e, client, f"{e.kind.lower()} {parts}".strip(), e.kind.lower())
+        elif isinstance(e, ev.Skipped):
+            self.note(e, client, f"skipped {self.rec(e.tp, e.offset)}", "skipped")
+        elif isinstance(e, ev.Stopped):
+            self.note(e, client, "stopped", "stopped")
+        elif isinstance(e, LabNote):
+            at = self.client(e.listener) if e.listener in self.clients else ""
+            self.note(e, at, e.text, "lab")
+
+    def participants(self) -> tuple[Participant, ...]:
+        middle: list[Participant] = []
+        if self.used_listener:
+            middle.append(Participant(LISTENER, "listener", "listener"))
+        if self.used_offsets:
+            middle.append(Participant(OFFSETS, "consumer offsets", "offsets"))
+        return (*self.topics.values(), *self.clients.values(), *middle, *self.sinks.values())
+
+
+def commit_label(e: ev.Committed, part: Callable[[TopicPartition], str] = str) -> str:
+    """``commit orders[0]=3`` (positions: the next offset to read), with the attempt count
+    when the commit carries a failing record's attempt state."""
+    meta = dict(e.metadata)
+    parts = []
+    for tp, pos in e.positions:
+        text = f"{part(tp)}={pos}"
+        attempts = _attempts(meta.get(tp))
+        if attempts is not None:
+            text += f" (attempt {attempts})"
+        parts.append(text)
+    return "commit " + ", ".join(parts)
+
+
+def _attempts(metadata: str | None) -> int | None:
+    if not metadata:
+        return None
+    try:
+        data = json.loads(metadata)
+    except ValueError:
+        return None
+    return int(data["attempts"]) if isinstance(data, dict) and "attempts" in data else None
+
+
+def build(
+    events: Sequence[ev.Event],
+    names: Names | None = None,
+    alias: Callable[[str], str] = lambda topic: topic,
+) -> Trace:
+    """The sequence diagram of `events` (in the order given). `names` gives records short
+    names (``m2``); `alias` gives topics short names."""
+    b = _Builder(names or {}, alias)
+    if events:
+        b.t0 = events[0].ts
+    # A failed dead-letter write is drawn towards the topic a later write of it reached.
+    dead_letter_topic = {
+        (e.tp, e.offset): e.topic for e in events if isinstance(e, ev.DeadLettered)
+    }
+    for e in events:
+        if isinstance(e, ev.Started):
+            b.client(e.listener)
+            for topic in e.topics:
+                b.topic(topic)
+            continue
+        b.add(e, dead_letter_topic)
+    # Notes the lab made before the consumer it names existed are drawn on the first client.
+    first_client = next(iter(b.clients.values())).id if b.clients else ""
+    steps = tuple(
+        Note(s.t, s.at or first_client, s.text, s.kind) if isinstance(s, Note) else s
+        for s in b.steps
+    )
+    duration = round(events[-1].ts - b.t0, 3) if events else 0.0
+    return Trace(b.participants(), steps, duration, dict(names or {}))
