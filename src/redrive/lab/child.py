@@ -72,6 +72,13 @@ class Child:
             if line.endswith("\n")
         ]
 
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines the child printed (its errors, when it died)."""
+        try:
+            return " | ".join(self.log_file.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
     def kill(self) -> None:
         """SIGKILL the child and reap it."""
         if self._proc is not None and self._proc.poll() is None:

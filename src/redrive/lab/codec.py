@@ -18,12 +18,12 @@ class LabNote(events.Event):
 
 
 def _kinds() -> dict[str, type[events.Event]]:
-    found: dict[str, type[events.Event]] = {}
-    todo: list[type[events.Event]] = [events.Event]
-    while todo:
-        cls = todo.pop()
-        found[cls.__name__] = cls
-        todo.extend(cls.__subclasses__())
+    # From the module namespaces, not Event.__subclasses__(): dataclass(slots=True) replaces
+    # each class, and the replaced originals may still be listed as subclasses.
+    found: dict[str, type[events.Event]] = {"LabNote": LabNote}
+    for value in vars(events).values():
+        if isinstance(value, type) and issubclass(value, events.Event):
+            found[value.__name__] = value
     return found
 
 
