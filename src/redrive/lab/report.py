@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from redrive.broker import KAFKA_VERSION
 from redrive.lab import svg
 from redrive.lab.codec import to_dict
 from redrive.lab.scenarios import Result
@@ -100,10 +99,9 @@ def html(results: Sequence[Result], *, servers: str = "", total: float = 0.0) ->
 <style>{_STYLE}</style></head>
 <body>
 <h1>redrive lab: {passed} of {len(results)} scenarios match the contract</h1>
-<p>Run {when} against Apache Kafka {KAFKA_VERSION if not servers else escape(servers)} in
-{total:.1f} s. Every diagram is drawn from the events recorded in that run; time runs
-downwards, seconds since the scenario's first event on the left. Positions are the next
-offset to read.</p>
+<p>Run {when} against Kafka at {escape(servers)} in {total:.1f} s. Every diagram is drawn
+from the events recorded in that run; time runs downwards, in seconds since the scenario's
+first consumer started. A committed position is the next offset to read.</p>
 <table><tr><th>scenario</th><th>contract</th><th>time</th><th>verdict</th></tr>{summary}</table>
 <p class="legend">{legend}</p>
 {sections}

@@ -11,7 +11,7 @@ from html import escape
 
 from redrive.lab.trace import Arrow, Note, Trace
 
-COLUMN = 190
+COLUMN = 200
 LEFT = 64
 TOP = 56
 ROW = 26

@@ -10,7 +10,10 @@ from redrive.lab.trace import Arrow, Trace
 
 def timeline(trace: Trace) -> list[str]:
     """One line per step: time, from -> to, label (notes in brackets on their lifeline)."""
-    label = {p.id: p.label for p in trace.participants}
+    # Clients by their listener's name: the terminal is narrower than the report.
+    label = {
+        p.id: p.id.split(":", 1)[1] if p.kind == "client" else p.label for p in trace.participants
+    }
     width = max((len(v) for v in label.values()), default=8)
     lines = []
     for s in trace.steps:

@@ -53,7 +53,7 @@ class Note:
     at: str
     text: str
     kind: str
-    """back-off, assigned, revoked, lost, stopped, skipped, lab."""
+    """started, back-off, assigned, revoked, lost, stopped, skipped, lab."""
 
 
 Step = Arrow | Note
@@ -113,7 +113,9 @@ class _Builder:
 
     def client(self, listener: str) -> str:
         if listener not in self.clients:
-            self.clients[listener] = Participant(f"client:{listener}", listener, "client")
+            self.clients[listener] = Participant(
+                f"client:{listener}", f"Kafka client ({listener})", "client"
+            )
         return self.clients[listener].id
 
     def sink(self, name: str, kind: str) -> str:
@@ -267,9 +269,9 @@ def build(
     }
     for e in events:
         if isinstance(e, ev.Started):
-            b.client(e.listener)
             for topic in e.topics:
                 b.topic(topic)
+            b.note(e, b.client(e.listener), "started, joining the group", "started")
             continue
         b.add(e, dead_letter_topic)
     # Notes the lab made before the consumer it names existed are drawn on the first client.
