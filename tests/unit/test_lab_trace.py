@@ -144,6 +144,16 @@ def test_two_consumers_get_two_client_lifelines_and_batches_one_arrow() -> None:
     assert trace.arrows[-1].src == "client:consumer-2"
 
 
+def test_more_than_three_records_are_shown_as_a_range_per_partition() -> None:
+    a, b = TopicPartition("orders", 0), TopicPartition("orders", 1)
+    names = {("orders", 0, i): f"a{i + 1}" for i in range(3)}
+    names |= {("orders", 1, i): f"b{i + 1}" for i in range(3)}
+    polled = ev.Polled("c", ((b, 0, 3), (a, 0, 3)), ts=1)
+    assert [x.label for x in build([polled], names).arrows] == ["poll", "records b1..b3, a1..a3"]
+    polled = ev.Polled("c", ((a, 0, 3), (b, 0, 1)), ts=1)
+    assert build([polled], names).arrows[1].label == "records a1..a3, b1"
+
+
 def test_svg_has_one_group_per_arrow_and_unique_markers() -> None:
     trace = build(dead_letter_run(), NAMES, alias)
     drawn = svg.render(trace, ident="s7")

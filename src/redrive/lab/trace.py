@@ -96,10 +96,18 @@ class _Builder:
         return name or f"{self.alias(tp.topic)}[{tp.partition}]@{offset}"
 
     def recs(self, items: Sequence[tuple[TopicPartition, int]]) -> str:
-        named = [self.rec(tp, o) for tp, o in items]
-        if len(named) > 3 and all(self.names.get((tp.topic, tp.partition, o)) for tp, o in items):
-            return f"{named[0]}..{named[-1]}"
-        return ", ".join(named)
+        """``m1, m2, m3``; more than three as a range per partition: ``b1..b3, a1..a3``."""
+        if len(items) <= 3:
+            return ", ".join(self.rec(tp, o) for tp, o in items)
+        runs: dict[TopicPartition, list[int]] = {}
+        for tp, o in items:
+            runs.setdefault(tp, []).append(o)
+        return ", ".join(
+            self.rec(tp, offs[0])
+            if len(offs) == 1
+            else f"{self.rec(tp, offs[0])}..{self.rec(tp, offs[-1])}"
+            for tp, offs in runs.items()
+        )
 
     def part(self, tp: TopicPartition) -> str:
         return f"{self.alias(tp.topic)}[{tp.partition}]"
