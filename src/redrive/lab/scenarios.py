@@ -42,6 +42,7 @@ from redrive.events import (
     RecoveryFailed,
     Revoked,
     Skipped,
+    Stopped,
     Succeeded,
 )
 from redrive.events import BackOff as BackOffEvent
@@ -646,7 +647,7 @@ def stateful_retry(lab: Lab) -> None:
     dlt = lab.dead_letter_topic(topic)
     seen: list[tuple[str, int]] = []
 
-    def consumer(name: str) -> App:
+    def consumer(name: str, leave_after: int | None = None) -> App:
         app = lab.app()
 
         @app.listener(
@@ -659,12 +660,14 @@ def stateful_retry(lab: Lab) -> None:
         def handle(msg: Message) -> None:
             if msg.value == "m2":
                 seen.append((name, msg.attempt))
+                if msg.attempt == leave_after:
+                    app.stop()  # leave the group right after this attempt: no race with a third
                 raise RuntimeError("m2 is poison")
 
         return app
 
-    with lab.running(consumer("consumer-1")):
-        lab.wait(lambda: any(e.attempt == 2 for e in lab.events(Failed)), "attempt 2 failed")
+    with lab.running(consumer("consumer-1", leave_after=2)):
+        lab.wait(lambda: bool(lab.events(Stopped)), "consumer-1 to leave the group")
     with lab.running(consumer("consumer-2")):
         lab.wait(lambda: lab.last_commit(topic).get(0) == 3, "position 3 committed")
     lab.check(
