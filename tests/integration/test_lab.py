@@ -17,7 +17,7 @@ import pytest
 from redrive.lab import report
 from redrive.lab.cli import run_lab
 from redrive.lab.scenarios import SCENARIOS, Lab, Result, run, scenario, select
-from redrive.lab.trace import build
+from redrive.lab.trace import Note, build
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_the_lab_draws_every_scenario_from_its_own_events(
     by_name = {r.name: build(r.events, r.names, r.alias) for r in results}
     assert "exception" in {a.kind for a in by_name["exception"].arrows}
     assert "dead-letter-failed" in {a.kind for a in by_name["dead-letter-fails"].arrows}
-    assert "SIGKILL" in [s.text for s in by_name["crash"].steps if not hasattr(s, "src")]
+    assert "SIGKILL" in [s.text for s in by_name["crash"].steps if isinstance(s, Note)]
 
 
 # -- the command ---------------------------------------------------------------------------

@@ -129,20 +129,17 @@ def main(argv: list[str]) -> int:
     if not isinstance(app, App):
         raise SystemExit(f"{spec['factory']} returned {type(app).__name__}, not an App")
     lock = threading.Lock()
-    out = open(spec["events"], "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    with open(spec["events"], "a", encoding="utf-8") as out:
 
-    def write(event: Event) -> None:
-        line = json.dumps(to_dict(event)) + "\n"
-        with lock:
-            out.write(line)
-            out.flush()
+        def write(event: Event) -> None:
+            line = json.dumps(to_dict(event)) + "\n"
+            with lock:
+                out.write(line)
+                out.flush()
 
-    app.bus.subscribe(write)
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    try:
+        app.bus.subscribe(write)
+        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
         app.run()
-    finally:
-        out.close()
     return 0
 
 

@@ -183,13 +183,9 @@ class _Builder:
             for tp in e.partitions:
                 self.arrow(e, client, self.topic(tp.topic), f"resume [{tp.partition}]", "resume")
         elif isinstance(e, ev.Seeked):
-            self.arrow(
-                e,
-                client,
-                self.topic(e.tp.topic),
-                f"seek [{e.tp.partition}] to {e.offset} ({self.rec(e.tp, e.offset)})",
-                "seek",
-            )
+            name = self.names.get((e.tp.topic, e.tp.partition, e.offset))
+            label = f"seek [{e.tp.partition}] to {e.offset}" + (f" ({name})" if name else "")
+            self.arrow(e, client, self.topic(e.tp.topic), label, "seek")
         elif isinstance(e, ev.Committed):
             self.arrow(e, client, self.offsets(), commit_label(e, self.part), "commit")
         elif isinstance(e, ev.DeadLettered):
