@@ -273,6 +273,7 @@ class Loop:
         held = [m for tp in due for m in self._held.pop(tp, ())]
         if held:
             self._dispatch(held)
+            self._flush("poll")  # held records are an earlier poll's: commit them first (C2)
 
     # -- batch listeners ------------------------------------------------------------------
 

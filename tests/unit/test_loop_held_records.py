@@ -1,0 +1,114 @@
+"""Records retried in place (held in memory) are committed when they are done, before the
+next poll's records are handled (C2). Found by the lab's batch scenario, where it showed
+only when the next records arrived within the same step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redrive.consumer.client import Positions, RebalanceCallback
+from redrive.consumer.commit import Commit
+from redrive.consumer.loop import Loop
+from redrive.listener import ListenerSpec
+from redrive.message import Message, TopicPartition
+from redrive.recover.base import Skip
+from redrive.retry.backoff import BackOff
+from redrive.retry.policy import Retry
+
+TP = TopicPartition("orders", 0)
+
+
+class Raw:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def topic(self) -> str:
+        return TP.topic
+
+    def partition(self) -> int:
+        return TP.partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return None
+
+    def value(self) -> bytes | None:
+        return f"m{self._offset + 1}".encode()
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def error(self) -> Any:
+        return None
+
+
+class ScriptedClient:
+    """Returns the scripted polls in order (nothing once they run out); records commits."""
+
+    def __init__(self, polls: list[list[Raw]]) -> None:
+        self.polls = polls
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+    ) -> None:
+        on_assign([TP])
+
+    def poll(self, max_records: int, timeout: float) -> list[Any]:
+        return self.polls.pop(0) if self.polls else []
+
+    def commit(self, positions: Positions) -> None:
+        self.commits.append({tp: pos for tp, (pos, _) in positions.items()})
+
+    def store(self, positions: Positions) -> None:
+        raise AssertionError("not used by Commit.per_poll()")
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> Positions:
+        return {}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        pass
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_batch_retried_in_place_is_committed_before_the_next_poll_is_handled() -> None:
+    client = ScriptedClient([[Raw(0), Raw(1), Raw(2)], [Raw(3)]])
+    calls: list[tuple[list[int], list[dict[TopicPartition, int]]]] = []
+
+    def handle(batch: list[Message]) -> None:
+        calls.append(([m.offset for m in batch], list(client.commits)))
+        if len(calls) == 1:
+            raise RuntimeError("the whole batch fails once")
+
+    spec = ListenerSpec(
+        name="batch", topics=(TP.topic,), group_id="g", handler=handle, batch=True,
+        max_poll_records=3, key_deserializer=None, value_deserializer=None,
+        commit=Commit.per_poll(), retry=Retry(backoff=BackOff.fixed(0.0, max_attempts=None)),
+        recoverer=Skip(),
+    )  # fmt: skip
+    loop = Loop(spec, client, clock=lambda: 100.0)
+    loop.start()
+    loop.run_once()  # m1..m3 fail and are held
+    loop.run_once()  # the held batch succeeds; the next poll brings m4
+    assert [offsets for offsets, _ in calls] == [[0, 1, 2], [0, 1, 2], [3]]
+    commits_before_m4 = calls[2][1]
+    assert commits_before_m4[-1] == {TP: 3}  # m1..m3 committed before m4 was handled
+    assert client.commits[-1] == {TP: 4}
