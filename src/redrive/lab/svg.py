@@ -100,16 +100,18 @@ def _arrow(trace: Trace, a: Arrow, y: float, ident: str) -> str:
     dash = ' stroke-dasharray="5 3"' if a.dashed else ""
     mid = (x1 + x2) / 2
     cross = ""
-    if a.kind == "dead-letter-failed":  # a write that did not arrive: an X at its end
-        cx = x2 - 10 if x2 > x1 else x2 + 10
+    head = f' marker-end="url(#{ident}-{a.kind})"'
+    if a.kind == "dead-letter-failed":  # a write that never arrived: stops short, with an X
+        x2 = x2 - 24 if x2 > x1 else x2 + 24
         cross = (
-            f'<path d="M{cx - 5},{y - 5} L{cx + 5},{y + 5} M{cx - 5},{y + 5} L{cx + 5},{y - 5}" '
+            f'<path d="M{x2 - 5},{y - 1} L{x2 + 5},{y + 9} M{x2 - 5},{y + 9} L{x2 + 5},{y - 1}" '
             f'stroke="{color}" stroke-width="2"/>'
         )
+        head = ""
     return (
         f'<g class="arrow" data-kind="{a.kind}">'
         f'<line x1="{x1}" y1="{y + 4}" x2="{x2}" y2="{y + 4}" stroke="{color}" '
-        f'stroke-width="1.4"{dash} marker-end="url(#{ident}-{a.kind})"/>{cross}'
+        f'stroke-width="1.4"{dash}{head}/>{cross}'
         f'<text x="{mid}" y="{y}" text-anchor="middle" fill="{color}">{escape(a.label)}</text>'
         "</g>"
     )
