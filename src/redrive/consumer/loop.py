@@ -372,6 +372,10 @@ class Loop:
                 self._call([m])
             except ListenerStopped:
                 raise
+            except Defer as defer:  # "not yet" is no failure: wait, counting no attempt
+                self._wait(m, defer.delay)
+                blocked[m.tp] = [m]
+                continue
             except Exception as single:
                 state = Attempt(attempt, now)
                 if self.bus:
