@@ -125,8 +125,16 @@ class ConfluentClient:
         )
 
     def poll(self, max_records: int, timeout: float) -> list[RawRecord]:
+        # consume(n, timeout) blocks until n records or the full timeout, so a partial batch
+        # would always cost `timeout`. Like Kafka's poll: take what is ready; if nothing is,
+        # wait up to `timeout` for one record, then take what arrived with it.
+        consume = self._consumer.consume
         try:
-            records: list[Any] = self._consumer.consume(max_records, timeout)
+            records: list[Any] = consume(max_records, 0)
+            if not records and timeout > 0:
+                records = consume(1, timeout)
+                if records and max_records > 1:
+                    records += consume(max_records - 1, 0)
         except KafkaException as exc:
             raise ClientError(f"poll failed: {exc.args[0]}") from None
         for r in records:
