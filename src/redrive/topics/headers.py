@@ -78,3 +78,8 @@ def due_ms(msg: Message) -> int | None:
 def attempts_of(msg: Message) -> int | None:
     v = msg.header(ATTEMPTS)
     return from_big_int(v) if v else None
+
+
+def due_ms_of(headers: Iterable[tuple[str, bytes | None]] | None) -> int | None:
+    """The due time (epoch ms) in raw record headers, or None."""
+    return decode(headers or ()).get(BACKOFF_TIMESTAMP)

@@ -279,5 +279,8 @@ def retry_listener(spec: ListenerSpec, chain: RetryTopics) -> ListenerSpec:
         group_id=group,
         handler=due_gate(spec.handler, batch=spec.batch),
         recoverer=ChainRecoverer(chain, spec.topics, spec.group_id),
-        kafka={**spec.kafka, "group.id": group},
+        # librdkafka keeps one fetch per broker in flight; while the broker holds a long
+        # poll for empty partitions, a partition resumed at its due time waits for it. A
+        # short wait keeps retries close to their due time (unless you set your own).
+        kafka={"fetch.wait.max.ms": 50, **spec.kafka, "group.id": group},
     )
