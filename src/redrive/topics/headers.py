@@ -2,10 +2,11 @@
 
 Spring Kafka writes ``retry_topic-attempts``, ``retry_topic-backoff-timestamp`` (epoch ms)
 and ``retry_topic-original-timestamp`` (epoch ms) as Java ``BigInteger.toByteArray()``: the
-shortest big-endian two's-complement form. Older versions wrote the attempts as a 4-byte
-int; both decode the same way. On each hop redrive also writes the dead-letter headers
-(``kafka_dlt-original-*`` naming the record's first origin, and the last exception),
-replacing the previous ones.
+shortest big-endian two's-complement form (a 4-byte int decodes the same way).
+``retry_topic-attempts`` is the number of the *next* delivery attempt: 2 on the first retry
+topic, and one more than the attempts made on a dead letter, as Spring writes it. On each
+hop redrive also writes the dead-letter headers (``kafka_dlt-original-*`` naming the
+record's first origin, and the last exception), replacing the previous ones.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class ChainRecoverer:
         original_ts = rt.decode(msg.headers).get(rt.ORIGINAL_TIMESTAMP, origin.timestamp)
         kept = tuple((k, v) for k, v in msg.headers if not k.startswith(rt.RETRY_PREFIX))
         hop: tuple[tuple[str, bytes | None], ...] = (
-            (rt.ATTEMPTS, rt.big_int(attempt if delay is None else attempt + 1)),
+            (rt.ATTEMPTS, rt.big_int(attempt + 1)),  # as Spring: the next attempt's number
             (rt.ORIGINAL_TIMESTAMP, rt.big_int(original_ts)),
         )
         if delay is None:
