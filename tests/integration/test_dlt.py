@@ -95,6 +95,12 @@ def test_d4_replay_round_trip_once_unless_forced(kafka, make_topic, names, capsy
                  "--exception", "TimeoutError")
         )  # fmt: skip
         assert none["selected"] == 0
+        # forced, to the start of the retry chain: handled by the retry consumer
+        out = _cli(capsys, kafka, "replay", dlt_topic, "--force", "--to", "retry",
+                   "--from-offset", "0", "--to-offset", "0")  # fmt: skip
+        assert f"-> {topic}-retry[0]@0" in out and "sent 1" in out
+        wait_for(lambda: len(done) == 4, what="b handled from the retry topic")
+        assert done[3] == ("b", f"{dlt_topic}/0/0".encode())
     assert admin.end_offsets(kafka, topic) == {0: 5}  # nothing more was sent
     assert admin.end_offsets(kafka, dlt_topic) == {0: 2}  # and nothing failed again
 
