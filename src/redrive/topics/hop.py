@@ -114,7 +114,7 @@ class ChainRecoverer:
             out, exc, Context(ctx.listener, self.group_id, attempt, first_failure, quiet, ctx.kafka)
         )
         if delay is None:
-            log.warning(
+            log.info(
                 "%s: %s[%d]@%d dead-lettered to %s (%s): %s: %s",
                 ctx.listener, msg.topic, msg.partition, msg.offset, dest, why,
                 type(exc).__name__, exc,
