@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import struct
 import time
 
@@ -60,3 +62,30 @@ def test_due_gate_defers_a_record_until_its_due_time() -> None:
                                             (rt.ATTEMPTS, b"\x03")))  # fmt: skip
     gate(due)
     assert seen == [due] and due.attempt == 3
+
+
+def test_due_gate_keeps_async_handlers_async() -> None:
+    seen: list[int] = []
+
+    async def handle(msg: Message) -> None:
+        seen.append(msg.attempt)
+
+    gate = due_gate(handle, batch=False)
+    assert inspect.iscoroutinefunction(gate)
+    msg = Message("t-retry", 0, 0, headers=((rt.ATTEMPTS, b"\x02"),))
+    asyncio.run(gate(msg))
+    assert seen == [2]
+
+
+def test_batch_gate_hands_over_the_due_prefix_then_defers() -> None:
+    calls: list[list[int]] = []
+    gate = due_gate(lambda batch: calls.append([m.offset for m in batch]), batch=True)
+    later = rt.big_int(int(time.time() * 1000) + 60_000)
+    batch = [
+        Message("t-retry", 0, 0),
+        Message("t-retry", 0, 1, headers=((rt.BACKOFF_TIMESTAMP, later),)),
+        Message("t-retry", 0, 2),
+    ]
+    with pytest.raises(Defer) as d:
+        gate(batch)
+    assert calls == [[0]] and d.value.index == 1
