@@ -240,3 +240,34 @@ def test_r4_missing_retry_topics_are_a_startup_error(kafka, make_topic, names) -
     for missing in (f"{topic}-retry-0", f"{topic}-retry-1", f"{topic}-dlt"):
         assert missing in str(err.value)
     assert not app._threads
+
+
+def test_r4_batch_retry_consumer_isolation_never_hands_over_early(kafka, make_topic, names) -> None:
+    topic = make_topic()
+    retry = f"{topic}-retry"
+    admin.create_topics(kafka, {retry: 1, f"{topic}-dlt": 1})
+    now = int(_now_ms())
+    for value, due in (("r1", now), ("r2", now + 3000)):  # r2 is due 3 s after r1
+        admin.produce(
+            kafka, retry, [value], headers=[(rt.ATTEMPTS, rt.big_int(2)),
+                                            (rt.BACKOFF_TIMESTAMP, rt.big_int(due))],
+        )  # fmt: skip
+    group = names.group()
+    app = App(kafka, group, kafka=FAST)
+    calls: list[tuple[list[str], float]] = []
+
+    @app.batch_listener(topic, value_deserializer="str", retry_topics=RetryTopics((0.2,)))
+    def handle(batch: list[Message]) -> None:
+        calls.append(([m.value for m in batch], _now_ms()))
+        if any(m.value == "r1" for m in batch):
+            raise RuntimeError("r1 fails again")  # names no record: isolate one by one
+
+    with running(app):
+        wait_for(
+            lambda: admin.committed_offsets(kafka, group + "-retry", retry) == {0: 2},
+            what="r1 dead-lettered and r2 handled",
+        )
+    # r2 was offered only once due: never with r1, never dead-lettered by r1's failure
+    assert [v for v, _ in calls] == [["r1"], ["r1"], ["r2"]]
+    assert calls[-1][1] >= now + 3000
+    assert _names(kafka, f"{topic}-dlt") == ["r1"]
