@@ -24,7 +24,7 @@ class Broken(Exception):
 
 def _cli(capsys: pytest.CaptureFixture[str], kafka: str, *args: str) -> str:
     capsys.readouterr()
-    assert cli.main(["dlt", "--bootstrap-servers", kafka, *args]) == 0
+    assert cli.main(["dlt", *args, "--bootstrap-servers", kafka]) == 0
     return capsys.readouterr().out
 
 

@@ -15,26 +15,24 @@ from redrive.errors import ClientError
 
 def add_parser(sub: Any) -> None:
     dlt = sub.add_parser("dlt", help="dead letters: ls, show, replay")
-    dlt.add_argument(
-        "--bootstrap-servers",
-        default=os.environ.get("REDRIVE_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        help="Kafka address (default: $REDRIVE_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
     actions = dlt.add_subparsers(dest="action", required=True)
 
     ls = actions.add_parser("ls", help="list dead letters with their decoded headers")
     ls.add_argument("topic", help="dead-letter topic, e.g. orders-dlt")
+    _bootstrap(ls)
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _filters(ls)
 
     show = actions.add_parser("show", help="one dead letter in full")
     show.add_argument("topic")
+    _bootstrap(show)
     show.add_argument("offset", type=int)
     show.add_argument("--partition", type=int, default=0, help="partition (default 0)")
     show.add_argument("--json", action="store_true", help="print JSON")
 
     rp = actions.add_parser("replay", help="send dead letters back to their origin topic")
     rp.add_argument("topic")
+    _bootstrap(rp)
     _filters(rp)
     rp.add_argument(
         "--to", choices=["origin", "retry"], default="origin",
@@ -44,6 +42,14 @@ def add_parser(sub: Any) -> None:
     rp.add_argument("--force", action="store_true", help="replay dead letters replayed before")
     rp.add_argument("--json", action="store_true", help="print the result as JSON")
     dlt.set_defaults(func=run)
+
+
+def _bootstrap(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("REDRIVE_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        help="Kafka address (default: $REDRIVE_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+    )
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
