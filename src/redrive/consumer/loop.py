@@ -76,6 +76,7 @@ class Loop:
         self.wall_clock = wall_clock
         self.tracker = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}
+        self._stored: dict[TopicPartition, int] = {}  # Commit.interval: stored, not yet sure
         self._waiting: dict[TopicPartition, float] = {}  # paused partition -> due (clock)
         self._held: dict[TopicPartition, list[Message]] = {}  # in-place retries
         self._attempts: dict[tuple[TopicPartition, int], Attempt] = {}
@@ -420,7 +421,10 @@ class Loop:
         self, reason: str, *, sync: bool = False, only: Sequence[TopicPartition] = ()
     ) -> None:
         positions = self.tracker.positions()
-        committed = self._committed
+        background = self.spec.commit.background_interval is not None and not sync
+        # Stored positions are committed by the client later; a sync flush (revoke, close)
+        # compares with what was really committed.
+        committed = self._stored if background else self._committed
         changed = {
             tp: pos
             for tp, pos in positions.items()
@@ -435,7 +439,7 @@ class Loop:
                 pos,
                 state.to_metadata(pos) if state and self._persist_attempts else None,
             )
-        if self.spec.commit.background_interval is not None and not sync:
+        if background:
             self.client.store(payload)
         else:
             try:
@@ -494,6 +498,7 @@ class Loop:
         for tp in partitions:
             self.tracker.drop(tp)
             self._committed.pop(tp, None)
+            self._stored.pop(tp, None)
             self._waiting.pop(tp, None)
             self._held.pop(tp, None)
             for key in [k for k in self._attempts if k[0] == tp]:
