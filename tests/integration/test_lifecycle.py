@@ -29,6 +29,20 @@ def _handled(path: Path) -> list[str]:
     return [line.split(":", 2)[2] for line in _lines(path) if line[0].isdigit()]
 
 
+def _consume_to_end(kafka: str, group: str, topic: str, end: int) -> list[str]:
+    """A second consumer in `group` takes over and handles what is left."""
+    seen: list[str] = []
+    app = App(kafka, group, kafka=FAST)
+
+    @app.listener(topic, max_poll_records=3, value_deserializer="str")
+    def handle(msg: Message) -> None:
+        seen.append(msg.value)
+
+    with running(app):
+        wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: end})
+    return seen
+
+
 def test_scenario2_sigkill_mid_batch_loses_nothing_c3(kafka, make_topic, names, tmp_path) -> None:
     topic = make_topic()
     admin.produce(kafka, topic, [f"m{i}" for i in range(1, 7)])
@@ -49,15 +63,7 @@ def test_scenario2_sigkill_mid_batch_loses_nothing_c3(kafka, make_topic, names, 
     assert _handled(log) == ["m1", "m2"]
     assert admin.committed_offsets(kafka, group, topic) == {0: None}  # nothing committed
 
-    seen: list[str] = []
-    app = App(kafka, group, kafka=FAST)
-
-    @app.listener(topic, max_poll_records=3, value_deserializer="str")
-    def handle(msg: Message) -> None:
-        seen.append(msg.value)
-
-    with running(app):
-        wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 6})
+    seen = _consume_to_end(kafka, group, topic, 6)
     assert seen == ["m1", "m2", "m3", "m4", "m5", "m6"]
     total = Counter(_handled(log) + seen)
     assert total["m1"] == 2  # handled again: at-least-once, bounded by the uncommitted batch
@@ -98,15 +104,7 @@ def test_graceful_stop_mid_batch_via_redrive_run_c4(kafka, make_topic, names, tm
     assert first == values[: len(first)]
     assert admin.committed_offsets(kafka, group, topic) == {0: len(first)}
 
-    seen: list[str] = []
-    app = App(kafka, group, kafka=FAST)
-
-    @app.listener(topic, max_poll_records=3, value_deserializer="str")
-    def handle(msg: Message) -> None:
-        seen.append(msg.value)
-
-    with running(app):
-        wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 30})
+    seen = _consume_to_end(kafka, group, topic, 30)
     assert first + seen == values  # nothing handled twice, nothing skipped
 
 
