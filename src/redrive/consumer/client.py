@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KTopicPartition
 
-from redrive.errors import ClientError, ConfigError, KafkaUnavailable
+from redrive.errors import ClientError, CommitFailed, ConfigError, KafkaUnavailable
 from redrive.message import TopicPartition
 
 log = logging.getLogger("redrive.client")
@@ -162,10 +162,12 @@ class ConfluentClient:
             err = exc.args[0]
             if err.code() == KafkaError._NO_OFFSET:
                 return
-            raise ClientError(f"commit failed: {err.str()}") from None
+            if err.fatal():
+                raise ClientError(f"commit failed: {err.str()}") from None
+            raise CommitFailed(f"commit failed: {err.str()}") from None
         for p in result or ():
             if p.error is not None:
-                raise ClientError(f"commit of {p.topic}[{p.partition}] failed: {p.error.str()}")
+                raise CommitFailed(f"commit of {p.topic}[{p.partition}] failed: {p.error.str()}")
 
     def store(self, positions: Positions) -> None:
         offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]
