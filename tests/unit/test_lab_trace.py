@@ -154,6 +154,54 @@ def test_more_than_three_records_are_shown_as_a_range_per_partition() -> None:
     assert build([polled], names).arrows[1].label == "records a1..a3, b1"
 
 
+def test_a_retry_topic_is_one_lifeline_on_the_right_also_when_it_is_read() -> None:
+    retry = f"{T}-retry-0"
+    rtp = TopicPartition(retry, 0)
+    events = [
+        ev.Started("consumer", "g", (T,), ts=1),
+        ev.Started("consumer-retry", "g-retry", (retry,), ts=1),
+        ev.Delivered("consumer", ((TP, 1, 1),), ts=2),
+        ev.Failed("consumer", TP, 1, 1, "RuntimeError", "boom", ts=3),
+        ev.RetryHop("consumer", TP, 1, retry, 2, 9.5, ts=4),
+        ev.Polled("consumer-retry", ((rtp, 0, 1),), ts=5),
+        ev.Delivered("consumer-retry", ((rtp, 0, 2),), ts=6),
+        ev.Succeeded("consumer-retry", rtp, 0, ts=7),
+        ev.Committed("consumer-retry", ((rtp, 1),), ts=8),
+    ]
+    names = {**NAMES, (retry, 0, 0): "m2"}
+    trace = build(events, names, lambda t: "orders-retry-0" if t == retry else alias(t))
+    assert [(p.id, p.kind) for p in trace.participants] == [
+        (f"topic:{T}", "topic"),
+        ("client:consumer", "client"),
+        ("client:consumer-retry", "client"),
+        (LISTENER, "listener"),
+        (OFFSETS, "offsets"),
+        (f"retry:{retry}", "retry"),
+    ]
+    hop, poll, records = trace.arrows[2:5]
+    assert (hop.kind, hop.label, hop.dst) == (
+        "retry-hop",
+        "retry hop m2 (attempt 2)",
+        f"retry:{retry}",
+    )
+    assert (poll.src, poll.dst) == ("client:consumer-retry", f"retry:{retry}")
+    assert (records.label, records.src) == ("records m2", f"retry:{retry}")
+    assert trace.arrows[-1].label == "commit orders-retry-0[0]=1"
+    assert [p.label for p in trace.participants][-1] == "orders-retry-0"
+
+
+def test_a_record_handed_back_without_a_failure_is_drawn_as_not_due() -> None:
+    events = [
+        ev.Delivered("c", ((TP, 1, 2),), ts=1),
+        ev.BackOff("c", TP, 1, 2, 0.93, ts=2),
+        ev.Delivered("c", ((TP, 1, 2),), ts=3),
+        ev.Failed("c", TP, 1, 2, "RuntimeError", "boom", ts=4),
+        ev.BackOff("c", TP, 1, 2, 1.0, ts=5),
+    ]
+    notes = [s.text for s in build(events, NAMES).steps if isinstance(s, Note)]
+    assert notes == ["m2 not due yet: wait 0.93 s", "back-off 1.00 s (m2)"]
+
+
 def test_svg_has_one_group_per_arrow_and_unique_markers() -> None:
     trace = build(dead_letter_run(), NAMES, alias)
     drawn = svg.render(trace, ident="s7")

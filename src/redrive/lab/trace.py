@@ -88,6 +88,9 @@ class _Builder:
         self.used_listener = False
         self.used_offsets = False
         self.t0 = 0.0
+        self.last: dict[str, str] = {}  # listener -> kind of its previous event
+        self.destinations: dict[str, str] = {}
+        """Topics records are sent to (retry topics, dead-letter topics) -> their kind."""
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -115,6 +118,8 @@ class _Builder:
     # -- participants ---------------------------------------------------------------------
 
     def topic(self, name: str) -> str:
+        if name in self.destinations:  # a retry topic read by the retry consumer: one lifeline
+            return self.sink(name, self.destinations[name])
         if name not in self.topics:
             self.topics[name] = Participant(f"topic:{name}", self.alias(name), "topic")
         return self.topics[name].id
@@ -148,6 +153,14 @@ class _Builder:
         self.steps.append(Note(round(e.ts - self.t0, 3), at, text, kind))
 
     def add(self, e: ev.Event, dead_letter_topic: Mapping[tuple[TopicPartition, int], str]) -> None:
+        try:
+            self._add(e, dead_letter_topic)
+        finally:
+            self.last[e.listener] = e.kind
+
+    def _add(
+        self, e: ev.Event, dead_letter_topic: Mapping[tuple[TopicPartition, int], str]
+    ) -> None:
         client = self.client(e.listener) if not isinstance(e, LabNote) else ""
         if isinstance(e, ev.Polled):
             by_topic: dict[str, list[tuple[TopicPartition, int]]] = {}
@@ -173,9 +186,11 @@ class _Builder:
                 e, self.listener(), client, label + (" (fatal)" if e.fatal else ""), "exception"
             )
         elif isinstance(e, ev.BackOff):
-            self.note(
-                e, client, f"back-off {e.delay:.2f} s ({self.rec(e.tp, e.offset)})", "back-off"
-            )
+            rec = self.rec(e.tp, e.offset)
+            if self.last.get(e.listener) == "Delivered":  # no failure: the record is not due
+                self.note(e, client, f"{rec} not due yet: wait {e.delay:.2f} s", "back-off")
+            else:
+                self.note(e, client, f"back-off {e.delay:.2f} s ({rec})", "back-off")
         elif isinstance(e, ev.Paused):
             for tp in e.partitions:
                 self.arrow(e, client, self.topic(tp.topic), f"pause [{tp.partition}]", "pause")
@@ -271,6 +286,9 @@ def build(
     dead_letter_topic = {
         (e.tp, e.offset): e.topic for e in events if isinstance(e, ev.DeadLettered)
     }
+    # Retry and dead-letter topics are drawn on the right, also when a consumer reads them.
+    b.destinations = {e.topic: "retry" for e in events if isinstance(e, ev.RetryHop)}
+    b.destinations.update({t: "dlt" for t in dead_letter_topic.values()})
     for e in events:
         if isinstance(e, ev.Started):
             for topic in e.topics:
