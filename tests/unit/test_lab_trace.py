@@ -217,6 +217,11 @@ def test_svg_has_one_group_per_arrow_and_unique_markers() -> None:
     assert "commit orders[0]=1 (attempt 2)" in drawn
 
 
+def test_svg_breaks_a_long_client_name_into_two_lines() -> None:
+    drawn = svg.render(build([ev.Stopped("consumer-retry-of-orders", ts=1)]))
+    assert '>Kafka client<tspan x="' in drawn and ">(consumer-retry-of-orders)</tspan>" in drawn
+
+
 def test_svg_escapes_text() -> None:
     events = [ev.Failed("c<1>", TP, 0, 1, "Bad<Error>", "x & y", ts=1)]
     drawn = svg.render(build(events))

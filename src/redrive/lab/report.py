@@ -17,7 +17,7 @@ from redrive.lab.trace import Trace, build
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 _STYLE = """
-body { font-family: sans-serif; margin: 24px; color: #212121; max-width: 1500px; }
+body { font-family: sans-serif; margin: 24px; color: #212121; max-width: 1900px; }
 h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 40px; border-top: 1px solid #ddd;
 padding-top: 16px; }
 p.story { max-width: 900px; line-height: 1.4; }

@@ -43,6 +43,9 @@ HEADER_FILL = {
 }
 
 
+_HEADER_FONT = 'text-anchor="middle" font-size="12" font-weight="bold"'
+
+
 def _x(trace: Trace, participant_id: str) -> float:
     return LEFT + COLUMN * trace.index(participant_id) + COLUMN / 2
 
@@ -69,19 +72,25 @@ def render(trace: Trace, *, ident: str = "d") -> str:
     for p in trace.participants:
         x = _x(trace, p.id)
         fill = HEADER_FILL.get(p.kind, "#eeeeee")
-        label = (
-            p.label
-            if len(p.label) * 7 < COLUMN - 12
-            else p.label[: int((COLUMN - 12) / 7) - 1] + "…"
-        )
+        fits = int((COLUMN - 12) / 7)  # characters of bold 12 px text in a header box
+        lines = [p.label]
+        if len(p.label) > fits and " (" in p.label:  # "Kafka client (consumer-retry)"
+            head, _, tail = p.label.partition(" (")
+            lines = [head, "(" + tail]
+        lines = [ln if len(ln) <= fits else ln[: fits - 1] + "…" for ln in lines]
+        if len(lines) == 1:
+            text = f'<text x="{x}" y="28" {_HEADER_FONT}>{escape(lines[0])}</text>'
+        else:
+            text = (
+                f'<text x="{x}" y="21" {_HEADER_FONT}>{escape(lines[0])}'
+                f'<tspan x="{x}" dy="14">{escape(lines[1])}</tspan></text>'
+            )
         out.append(
             f'<g class="participant" data-kind="{p.kind}">'
             f'<line x1="{x}" y1="{TOP - 12}" x2="{x}" y2="{bottom}" stroke="#9e9e9e" '
             f'stroke-dasharray="4 4"/>'
             f'<rect x="{x - COLUMN / 2 + 8}" y="8" width="{COLUMN - 16}" height="32" rx="4" '
-            f'fill="{fill}" stroke="#616161"/>'
-            f'<text x="{x}" y="28" text-anchor="middle" font-size="12" font-weight="bold">'
-            f"{escape(label)}</text><title>{escape(p.id)}</title></g>"
+            f'fill="{fill}" stroke="#616161"/>{text}<title>{escape(p.id)}</title></g>'
         )
     for row, step in enumerate(trace.steps):
         y = TOP + ROW * row + ROW / 2
