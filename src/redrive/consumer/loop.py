@@ -81,6 +81,9 @@ class Loop:
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        bind = getattr(self.spec.recoverer, "bind", None)
+        if bind is not None:  # e.g. a CircuitBreaker, which counts outcomes on the bus
+            bind(self.spec.name, self.bus)
         self.client.subscribe(self.spec.topics, self._on_assign, self._on_revoke, self._on_lost)
         if self.bus:
             self.bus.emit(Started(self.spec.name, self.spec.group_id, self.spec.topics))
@@ -155,7 +158,7 @@ class Loop:
         """Hand one record to the handler; True when it reached a final outcome."""
         state = self._attempts.get((msg.tp, msg.offset)) if self._attempts else None
         if state is not None:
-            if state.exhausted:
+            if state.used_up:  # also: a previous owner died in the last allowed attempt
                 return self._recover(msg, _LastError(state), state)
             msg.attempt = state.count + 1
             if self._persist_attempts:  # count the attempt before it runs: a crash cannot hide it
@@ -207,6 +210,7 @@ class Loop:
             self.spec.name, msg.topic, msg.partition, msg.offset, msg.attempt,
             type(exc).__name__, exc, delay,
         )  # fmt: skip
+        state.note(exc, retry.backoff_for(exc).max_attempts)
         self._attempts[(msg.tp, msg.offset)] = state
         if self._persist_attempts:
             self._commit_attempt(msg.tp, msg.offset, state)
@@ -518,7 +522,13 @@ class _LastError(Exception):
 
     def __init__(self, state: Attempt) -> None:
         last = state.last_error
-        super().__init__(str(last) if last else f"retries exhausted after {state.count} attempts")
+        text = state.error_text or "unknown error"
+        super().__init__(
+            str(last)
+            if last
+            else f"{text} (retries exhausted after {state.count} attempts, the last one "
+            "by a previous owner of the partition)"
+        )
         if last is not None:
             self.__cause__ = last
 
