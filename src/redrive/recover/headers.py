@@ -52,7 +52,14 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def stacktrace(exc: BaseException, limit: int = STACKTRACE_LIMIT) -> str:
-    text = "".join(traceback.format_exception(exc))
+    # Long lines (huge exception messages) are cut first, so the frames and the exception
+    # types survive the overall cap.
+    line_limit = max(limit // 8, 80)
+    text = "".join(
+        line if len(line) <= line_limit else f"{line[:line_limit]}...(truncated)\n"
+        for chunk in traceback.format_exception(exc)
+        for line in chunk.splitlines(keepends=True)
+    )
     if len(text) > limit:  # keep the end: the innermost frames and the message
         text = "...(truncated)\n" + text[-(limit - 16) :]
     return text
