@@ -182,7 +182,9 @@ def test_r3_graceful_handover_continues_the_attempt_count_e3(kafka, make_topic, 
     admin.create_topics(kafka, {f"{topic}-dlt": 1})
     admin.produce(kafka, topic, ["poison"])
     group = names.group()
-    retry = Retry.seek(BackOff.fixed(1.0, max_attempts=4))
+    # a long back-off after attempt 2 (a TimeoutError), during which a hands over to b
+    slow = {TimeoutError: BackOff.fixed(5.0, max_attempts=4)}
+    retry = Retry.seek(BackOff.fixed(0.2, max_attempts=4), per_exception=slow)
     by: dict[str, list[int]] = {"a": [], "b": []}
 
     def app_for(name: str) -> App:
@@ -191,6 +193,8 @@ def test_r3_graceful_handover_continues_the_attempt_count_e3(kafka, make_topic, 
         @app.listener(topic, retry=retry, name=name)
         def handle(msg: Message) -> None:
             by[name].append(msg.attempt)
+            if msg.attempt == 2:
+                raise TimeoutError(f"slow ({name}, attempt {msg.attempt})")
             raise ConnectionError(f"down ({name}, attempt {msg.attempt})")
 
         return app
@@ -204,6 +208,9 @@ def test_r3_graceful_handover_continues_the_attempt_count_e3(kafka, make_topic, 
             first.join(60)
             wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 1})
     assert by == {"a": [1, 2], "b": [3, 4]}  # total attempts: the configured 4
+    # b first waits out the rest of a's 5 s back-off, then hands the record over
+    kinds = [e.kind for e in rec_b.events if e.kind in ("BackOff", "Delivered")]
+    assert kinds[:2] == ["BackOff", "Delivered"]
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert header_values(dead)[h.ATTEMPTS] == 4
 

@@ -112,13 +112,15 @@ def test_defaults_are_described_for_the_start_up_log() -> None:
 
 
 def test_attempt_state_round_trips_through_commit_metadata() -> None:
-    state = Attempt(3, 1_700_000_000.123)
+    state = Attempt(3, 1_700_000_000.123, due=1_700_000_009.5)
     state.note(ValueError("x" * 500), limit=5)
     text = state.to_metadata(42)
     assert len(text) < 400  # far below the broker's 4096-byte metadata limit
     back = Attempt.from_metadata(text, 42)
     assert back is not None
-    assert (back.count, back.first_failure, back.limit) == (3, 1_700_000_000.123, 5)
+    assert (back.count, back.first_failure, back.limit, back.due) == (
+        3, 1_700_000_000.123, 5, 1_700_000_009.5
+    )  # fmt: skip
     assert back.error_text.startswith("ValueError: xxx") and len(back.error_text) == 200
     assert not back.used_up
     assert Attempt.from_metadata(text, 43) is None  # state of another record: ignored

@@ -160,6 +160,12 @@ class Loop:
         if state is not None:
             if state.used_up:  # also: a previous owner died in the last allowed attempt
                 return self._recover(msg, _LastError(state), state)
+            if state.due:  # a previous owner's back-off is not over: wait out the rest
+                delay, state.due = state.due - self.wall_clock(), 0.0
+                if delay > 0:
+                    msg.attempt = state.count
+                    self._wait(msg, delay)
+                    return False
             msg.attempt = state.count + 1
             if self._persist_attempts:  # count the attempt before it runs: a crash cannot hide it
                 self._commit_attempt(msg.tp, msg.offset, replace(state, count=msg.attempt))
@@ -213,7 +219,9 @@ class Loop:
         state.note(exc, retry.backoff_for(exc).max_attempts)
         self._attempts[(msg.tp, msg.offset)] = state
         if self._persist_attempts:
+            state.due = now + delay  # for a new owner; this loop waits on its own clock
             self._commit_attempt(msg.tp, msg.offset, state)
+            state.due = 0.0
         self._wait(msg, delay)
         return False
 

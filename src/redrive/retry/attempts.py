@@ -27,6 +27,7 @@ class Attempt:
     last_error: BaseException | None = None
     limit: int | None = None  # attempts the back-off allows for the last error (None: no cap)
     error_text: str = ""  # "Type: message" of the last error, for a new owner's recoverer
+    due: float = 0.0  # wall-clock time of the next attempt (kept for a new owner only)
 
     @property
     def used_up(self) -> bool:
@@ -48,6 +49,8 @@ class Attempt:
             data["limit"] = self.limit
         if self.error_text:
             data["error"] = self.error_text
+        if self.due:
+            data["due"] = round(self.due, 3)
         return json.dumps(data, separators=(",", ":"))
 
     @staticmethod
@@ -68,4 +71,5 @@ class Attempt:
             bool(data.get("exhausted")),
             limit=int(limit) if isinstance(limit, int) else None,
             error_text=str(data.get("error", "")),
+            due=float(data.get("due", 0.0)),
         )
