@@ -218,3 +218,32 @@ def test_circuit_breaker_trips_with_a_clear_error(kafka, make_topic, names) -> N
     dead = dead_letters(kafka, f"{topic}-dlt")  # offsets 1, 2 (then "ok" resets), 4, 5
     assert [header_values(m)[h.ORIGINAL_OFFSET] for m in dead] == [1, 2, 4, 5]
     assert admin.committed_offsets(kafka, group, topic) == {0: 6}  # stays at the tripper
+
+
+def test_d3_batch_listener_retries_only_the_recovery_while_the_write_fails(
+    kafka, make_topic, names
+) -> None:
+    """Batch isolation found the poison record but its dead-letter topic is missing: the
+    batch handler is not called again; only the write is retried until it succeeds."""
+    topic = make_topic()
+    admin.produce(kafka, topic, ["m1", "poison", "m3", "m4"])
+    group = names.group()
+    app = App(kafka, group, kafka=FAST)
+    calls: list[list[str]] = []
+    retry = Retry(backoff=BackOff.none(), recovery=BackOff.fixed(0.3, max_attempts=None))
+
+    @app.batch_listener(topic, max_poll_records=4, value_deserializer="str", retry=retry)
+    def handle(batch: list[Message]) -> None:
+        calls.append([m.value for m in batch])
+        if "poison" in calls[-1]:
+            raise ConnectionError("a record of the batch cannot be stored")
+
+    with running(app) as rec:
+        wait_for(lambda: len(rec.of(RecoveryFailed)) >= 3, what="recovery retried")
+        assert admin.committed_offsets(kafka, group, topic) == {0: 1}
+        isolated = list(calls)
+        admin.create_topics(kafka, {f"{topic}-dlt": 1})
+        wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 4})
+    assert isolated[-2:] == [["m1"], ["poison"]]  # found by isolation, then only the write
+    assert calls == [*isolated, ["m3", "m4"]]
+    assert [m.value() for m in dead_letters(kafka, f"{topic}-dlt")] == [b"poison"]

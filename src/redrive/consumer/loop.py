@@ -293,13 +293,29 @@ class Loop:
             return
         for m in msgs:
             self.tracker.deliver(m.tp, m.offset)
+        # Undecodable records never reach a batch handler (F4), nor do records whose tries
+        # are over and whose recovery failed before (D3): only the recoverer is tried again.
+        attempts = self._attempts
+        direct = {
+            (m.tp, m.offset)
+            for m in msgs
+            if m.error is not None
+            or (attempts and (s := attempts.get((m.tp, m.offset))) is not None and s.used_up)
+        }
+        if not direct:
+            self._call_batch(msgs)
+            return
         parked_at: dict[TopicPartition, int] = {}
-        for m in msgs:  # undecodable records never reach a batch handler either (F4)
-            if m.error is not None and m.tp not in parked_at and not self._process(m):
+        for m in msgs:
+            if (m.tp, m.offset) in direct and m.tp not in parked_at and not self._process(m):
                 parked_at[m.tp] = m.offset
                 self._park(m.tp, [x for x in msgs if x.tp == m.tp and x.offset >= m.offset])
         self._call_batch(
-            [m for m in msgs if m.error is None and m.offset < parked_at.get(m.tp, 1 << 62)]
+            [
+                m
+                for m in msgs
+                if (m.tp, m.offset) not in direct and m.offset < parked_at.get(m.tp, 1 << 62)
+            ]
         )
 
     def _call_batch(self, msgs: list[Message]) -> None:
