@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from redrive import App, BackOff, Message, Retry, TopicPartition, admin
-from redrive.events import Assigned, Committed, Failed, Lost, Revoked
+from redrive import App, BackOff, ListenerStopped, Message, Retry, Stop, TopicPartition, admin
+from redrive.events import Assigned, Committed, Failed, Lost, Revoked, Stopped
 from redrive.events import BackOff as BackOffEvent
 from redrive.recover import headers as h
 
@@ -274,3 +274,36 @@ def test_r3_sigkill_mid_attempt_continues_the_attempt_count_e3(
     total = len(by_child) + len(by_new_owner)
     assert total <= max_attempts + (1 if kill_at == 1 else 0)
     print(f"SIGKILL inside attempt {kill_at} of {max_attempts}: {total} handler runs")
+
+
+def test_r3_stop_then_restart_gives_the_record_fresh_attempts(kafka, make_topic, names) -> None:
+    """Stop (like the circuit breaker) leaves the record uncommitted; the fixed code that
+    starts next handles it with a full set of attempts instead of recovering it at once."""
+    topic = make_topic()
+    admin.produce(kafka, topic, ["ok", "bad"])
+    group = names.group()
+    retry = Retry.seek(BackOff.fixed(0.2, max_attempts=2))
+    broken = App(kafka, group, kafka=FAST)
+    attempts: list[tuple[str, int]] = []
+
+    @broken.listener(topic, value_deserializer="str", retry=retry, recoverer=Stop())
+    def handle(msg: Message) -> None:
+        attempts.append(("broken", msg.attempt))
+        if msg.value == "bad":
+            raise ConnectionError("bug in this deployment")
+
+    with pytest.raises(ListenerStopped, match=r"stopped at .*\[0\]@1 after 2 attempt"):
+        with running(broken) as rec:
+            wait_for(lambda: bool(rec.of(Stopped)), what="the stop")
+    assert admin.committed_offsets(kafka, group, topic) == {0: 1}
+    assert admin.committed_metadata(kafka, group, TopicPartition(topic, 0)) is None
+
+    fixed = App(kafka, group, kafka=FAST)
+
+    @fixed.listener(topic, value_deserializer="str", retry=retry, recoverer=Stop())
+    def handle_fixed(msg: Message) -> None:
+        attempts.append(("fixed", msg.attempt))
+
+    with running(fixed):
+        wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 2})
+    assert attempts == [("broken", 1), ("broken", 1), ("broken", 2), ("fixed", 1)]

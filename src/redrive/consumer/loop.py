@@ -232,6 +232,11 @@ class Loop:
         try:
             spec.recoverer.recover(msg, exc, ctx)
         except ListenerStopped:
+            # Stopped on purpose (Stop, circuit breaker): after a restart the record gets a
+            # fresh set of attempts, for the code that presumably fixed the cause.
+            self._attempts.pop((msg.tp, msg.offset), None)
+            if self._persist_attempts and self._committed.get(msg.tp) == msg.offset:
+                self.client.commit({msg.tp: (msg.offset, None)})
             raise
         except Exception as rexc:
             # The record stays uncommitted; recovery is tried again after a back-off (D3).
