@@ -125,6 +125,8 @@ def test_d3_dead_letter_write_failing_keeps_the_record_until_it_succeeds(
     assert calls == ["ok", "poison", "after"]
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert dead.value() == b"poison"
+    assert header_values(dead)[h.EXCEPTION_FQCN] == "ConnectionError"  # the handler's error
+    assert header_values(dead)[h.EXCEPTION_MESSAGE] == "cannot store the order"
     assert len(rec.of(DeadLettered)) == 1
     why = [r.getMessage() for r in caplog.records if "recovering" in r.getMessage()]
     assert why and "is not available" in why[0] and f"{topic}-dlt" in why[0]

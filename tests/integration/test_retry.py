@@ -271,6 +271,7 @@ def test_r3_sigkill_mid_attempt_continues_the_attempt_count_e3(
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert header_values(dead)[h.ATTEMPTS] == max_attempts
     assert "downstream unavailable" in header_values(dead)[h.EXCEPTION_MESSAGE]
+    assert header_values(dead)[h.EXCEPTION_FQCN] == "ConnectionError"  # also from the child's
     total = len(by_child) + len(by_new_owner)
     assert total <= max_attempts + (1 if kill_at == 1 else 0)
     print(f"SIGKILL inside attempt {kill_at} of {max_attempts}: {total} handler runs")

@@ -159,7 +159,7 @@ class Loop:
         state = self._attempts.get((msg.tp, msg.offset)) if self._attempts else None
         if state is not None:
             if state.used_up:  # also: a previous owner died in the last allowed attempt
-                return self._recover(msg, _LastError(state), state)
+                return self._recover(msg, state.last_error or _LastError(state), state)
             if state.due:  # a previous owner's back-off is not over: wait out the rest
                 delay, state.due = state.due - self.wall_clock(), 0.0
                 if delay > 0:
@@ -547,19 +547,16 @@ class Loop:
 
 
 class _LastError(Exception):
-    """Stands for the original failure when only the recoverer is tried again."""
+    """Stands for the failure a previous owner of the partition saw, when only its type
+    name and message are known (from the commit metadata)."""
 
     def __init__(self, state: Attempt) -> None:
-        last = state.last_error
-        text = state.error_text or "unknown error"
+        name, _, text = (state.error_text or "").partition(": ")
+        self.fqcn = name or None  # the dead-letter headers name the original type
         super().__init__(
-            str(last)
-            if last
-            else f"{text} (retries exhausted after {state.count} attempts, the last one "
-            "by a previous owner of the partition)"
+            f"{text or 'unknown error'} (retries exhausted after {state.count} attempts, "
+            "the last one by a previous owner of the partition)"
         )
-        if last is not None:
-            self.__cause__ = last
 
 
 def _poll_counts(records: Sequence[RawRecord]) -> tuple[tuple[TopicPartition, int, int], ...]:

@@ -41,6 +41,12 @@ def fqcn(exc_type: type[BaseException]) -> str:
     return exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"
 
 
+def _name(exc: BaseException) -> str:
+    # An exception standing for one seen by another process carries that one's type name.
+    name = getattr(exc, "fqcn", None)
+    return name if isinstance(name, str) and name else fqcn(type(exc))
+
+
 def root_cause(exc: BaseException) -> BaseException:
     seen = {id(exc)}
     while True:
@@ -92,8 +98,8 @@ def dead_letter_headers(
         (ORIGINAL_TIMESTAMP, struct.pack(">q", timestamp)),
         (ORIGINAL_TIMESTAMP_TYPE, TIMESTAMP_TYPES.get(timestamp_type, "CreateTime").encode()),
         (ORIGINAL_CONSUMER_GROUP, group_id.encode()),
-        (EXCEPTION_FQCN, fqcn(type(exc)).encode()),
-        (EXCEPTION_CAUSE_FQCN, fqcn(type(cause)).encode()),
+        (EXCEPTION_FQCN, _name(exc).encode()),
+        (EXCEPTION_CAUSE_FQCN, _name(cause).encode()),
         (EXCEPTION_MESSAGE, str(exc).encode()[:4096]),
         (EXCEPTION_STACKTRACE, stacktrace(exc).encode()),
         (ATTEMPTS, struct.pack(">i", attempts)),

@@ -26,7 +26,7 @@ class Attempt:
     recoveries: int = 0  # failed recoverer runs
     last_error: BaseException | None = None
     limit: int | None = None  # attempts the back-off allows for the last error (None: no cap)
-    error_text: str = ""  # "Type: message" of the last error, for a new owner's recoverer
+    error_text: str = ""  # "module.Type: message" of the last error, for a new owner
     due: float = 0.0  # wall-clock time of the next attempt (kept for a new owner only)
 
     @property
@@ -38,7 +38,13 @@ class Attempt:
     def note(self, exc: BaseException, limit: int | None) -> None:
         """Remember the last failure and how many attempts its back-off allows."""
         self.limit = limit
-        self.error_text = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]
+        kind = type(exc)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        self.error_text = f"{name}: {exc}"[:ERROR_TEXT_LIMIT]
 
     def to_metadata(self, offset: int) -> str:
         data: dict[str, object] = {
