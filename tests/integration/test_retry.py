@@ -201,9 +201,11 @@ def test_r3_graceful_handover_continues_the_attempt_count_e3(kafka, make_topic, 
 
     first, second = app_for("a"), app_for("b")
     with running(first) as rec_a:
-        wait_for(lambda: len(rec_a.of(Failed)) == 2, what="two failed attempts on a")
+        wait_for(lambda: any(e.partitions for e in rec_a.of(Assigned)), what="a owns it")
         with running(second) as rec_b:
             wait_for(lambda: bool(rec_b.of(Assigned)), what="b joined the group")
+            assert not any(e.partitions for e in rec_b.of(Assigned))  # b waits in the group
+            wait_for(lambda: len(rec_a.of(Failed)) == 2, what="two failed attempts on a")
             first.stop()  # graceful: a commits and leaves; b takes the partition over
             first.join(60)
             wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 1})
