@@ -77,13 +77,14 @@ class Loop:
         self._stopping = False
         self._persist_attempts = spec.retry.mode == "seek"
         self._call = self._sync_handler(spec.handler)
+        self.handled = 0  # records handled successfully (read by the circuit breaker)
 
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
         bind = getattr(self.spec.recoverer, "bind", None)
-        if bind is not None:  # e.g. a CircuitBreaker, which counts outcomes on the bus
-            bind(self.spec.name, self.bus)
+        if bind is not None:  # e.g. a CircuitBreaker, which compares failures to successes
+            bind(self.spec.name, lambda: self.handled)
         self.client.subscribe(self.spec.topics, self._on_assign, self._on_revoke, self._on_lost)
         if self.bus:
             self.bus.emit(Started(self.spec.name, self.spec.group_id, self.spec.topics))
@@ -186,6 +187,7 @@ class Loop:
         return True
 
     def _succeeded(self, msg: Message) -> None:
+        self.handled += 1
         if self.spec.commit.manual_ack:
             msg._ack = self._acks.append
         else:

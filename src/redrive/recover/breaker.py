@@ -1,8 +1,8 @@
 """The dead-letter circuit breaker: stop a listener before a broken deployment empties its
 topic into the dead-letter topic.
 
-It wraps the listener's recoverer and counts, from the event bus, which records ended
-handled (``Succeeded``) and which were recovered (dead-lettered, skipped...). When the record
+It wraps the listener's recoverer and counts which records ended handled (the loop's
+counter of handled records) and which were recovered (dead-lettered, skipped...). When the record
 about to be recovered would make ``in_a_row`` recoveries in a row, or more than ``share`` of
 the last ``window`` records, it does not recover it: it raises ``ListenerStopped``, the
 record stays uncommitted, and the listener stops with a clear error::
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redrive.errors import ConfigError, ListenerStopped
-from redrive.events import Event, EventBus, Succeeded
 from redrive.message import Message
 from redrive.recover.base import Context, Recoverer, describe
 
@@ -31,6 +31,8 @@ log = logging.getLogger("redrive.recover")
 
 @dataclass
 class _Counts:
+    handled: Callable[[], int] | None = None  # the loop's count of handled records
+    seen: int = 0  # its value at the last look
     in_a_row: int = 0
     window: deque[bool] = field(default_factory=deque)  # True: recovered, False: handled
     recovered_in_window: int = 0
@@ -75,19 +77,13 @@ class CircuitBreaker:
         self._counts: dict[str, _Counts] = {}
         self.is_default = False  # True for the recoverer a listener gets unless told otherwise
 
-    def bind(self, listener: str, bus: EventBus) -> None:
-        """Called by the loop when it starts: count the listener's handled records."""
-        counts = self._counts.setdefault(listener, _Counts())
+    def bind(self, listener: str, handled: Callable[[], int]) -> None:
+        """Called by the loop when it starts; ``handled()`` is the number of records the
+        listener has handled successfully so far (a plain counter: no per-record cost)."""
+        self._counts[listener] = _Counts(handled=handled, seen=handled())
         bind = getattr(self.recoverer, "bind", None)
         if bind is not None:
-            bind(listener, bus)
-
-        def on_event(event: Event) -> None:
-            if isinstance(event, Succeeded) and event.listener == listener:
-                counts.in_a_row = 0
-                self._push(counts, False)
-
-        bus.subscribe(on_event)
+            bind(listener, handled)
 
     def _push(self, counts: _Counts, recovered: bool) -> None:
         counts.window.append(recovered)
@@ -112,6 +108,13 @@ class CircuitBreaker:
 
     def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
         counts = self._counts.setdefault(ctx.listener, _Counts())
+        if counts.handled is not None:  # records handled since the last recovery
+            now = counts.handled()
+            successes, counts.seen = now - counts.seen, now
+            if successes > 0:
+                counts.in_a_row = 0
+                for _ in range(min(successes, self.window)):
+                    self._push(counts, False)
         why = self._trips(counts)
         if why is not None:
             text = (
