@@ -249,3 +249,29 @@ def test_d3_batch_listener_retries_only_the_recovery_while_the_write_fails(
     assert isolated[-2:] == [["m1"], ["poison"]]  # found by isolation, then only the write
     assert calls == [*isolated, ["m3", "m4"]]
     assert [m.value() for m in dead_letters(kafka, f"{topic}-dlt")] == [b"poison"]
+
+
+def test_d3_unacknowledged_dead_letter_is_awaited_not_written_twice(
+    kafka, make_topic, names
+) -> None:
+    """A dead-letter write whose acknowledgement has not come back in time is not sent again
+    on the next try: the next try waits for that same write."""
+    topic = make_topic()
+    admin.create_topics(kafka, {f"{topic}-dlt": 1})
+    admin.produce(kafka, topic, ["first", "second"])
+    group = names.group()
+    app = App(kafka, group, kafka=FAST)
+    publisher = DeadLetter()
+    retry = Retry(backoff=BackOff.none(), recovery=BackOff.fixed(0.3, max_attempts=None))
+
+    @app.listener(topic, value_deserializer="str", retry=retry, recoverer=publisher)
+    def handle(msg: Message) -> None:
+        if msg.value == "second":  # the first one was written normally (metadata known)
+            publisher.timeout = 0.0  # from now on no write is acknowledged "in time"
+        raise ConnectionError(f"cannot store {msg.value}")
+
+    with running(app) as rec:
+        wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 2})
+    assert [e.offset for e in rec.of(RecoveryFailed)][:1] == [1]  # not acknowledged in time
+    assert [m.value() for m in dead_letters(kafka, f"{topic}-dlt")] == [b"first", b"second"]
+    assert [e.offset for e in rec.of(DeadLettered)] == [0, 1]
