@@ -20,6 +20,7 @@ from redrive.recover import Call, CircuitBreaker, DeadLetter, Skip, Stop
 from redrive.retry.backoff import BackOff
 from redrive.retry.classify import Classifier
 from redrive.retry.policy import Retry
+from redrive.topics import RetryTopics
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "RecoveryFailed",
     "RedriveError",
     "Retry",
+    "RetryTopics",
     "Skip",
     "Stop",
     "TopicPartition",

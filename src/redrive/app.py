@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -18,8 +19,10 @@ from redrive.events import EventBus
 from redrive.listener import ListenerSpec
 from redrive.recover.base import Recoverer, describe
 from redrive.recover.breaker import default_recoverer
+from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
 from redrive.serde import Deserializer, resolve
+from redrive.topics import ChainRecoverer, RetryTopics, ensure_topics, retry_listener
 
 log = logging.getLogger("redrive.app")
 
@@ -93,7 +96,8 @@ class App:
         ``value_deserializer`` ("bytes", "str", "json" or a function), ``commit``
         (``Commit.per_poll()``), ``retry`` (``Retry()``), ``recoverer`` (``DeadLetter()``
         behind a ``CircuitBreaker``), ``kafka`` (confluent-kafka settings), ``poll_timeout``
-        (0.5 s), ``name``.
+        (0.5 s), ``name``, ``retry_topics`` (``RetryTopics(...)``: non-blocking retries
+        through retry topics).
         """
         return self._register(topics, batch=False, **options)
 
@@ -120,6 +124,7 @@ class App:
         kafka: Mapping[str, Any] | None = None,
         poll_timeout: float = 0.5,
         name: str | None = None,
+        retry_topics: RetryTopics | None = None,
     ) -> Callable[[F], F]:
         topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
         if not topic_list or not all(isinstance(t, str) and t for t in topic_list):
@@ -134,6 +139,11 @@ class App:
         if not poll_timeout > 0:
             raise ConfigError("poll_timeout", f"must be > 0 seconds, got {poll_timeout!r}")
         commit = commit or Commit.per_poll()
+        if retry_topics is not None and recoverer is not None:
+            raise ConfigError(
+                "recoverer", "a listener with retry_topics= ends its chain in <topic>-dlt; "
+                "drop recoverer= (or drop retry_topics= to keep your recoverer)",
+            )  # fmt: skip
         user_kafka = {**self.kafka, **(kafka or {})}
         for key, why in _RESERVED.items():
             if key in user_kafka:
@@ -181,6 +191,14 @@ class App:
                     poll_timeout=poll_timeout,
                 )
             )
+            if retry_topics is not None:  # failures hop to retry topics that a second
+                spec = replace(  # consumer reads: the main partitions never wait (R4)
+                    self.specs[-1],
+                    retry=retry
+                    or Retry(backoff=BackOff.none(), classifier=retry_topics.classifier),
+                    recoverer=ChainRecoverer(retry_topics, topic_list, group),
+                )
+                self.specs[-1:] = [spec, retry_listener(spec, retry_topics)]
             return handler
 
         return register
@@ -201,6 +219,10 @@ class App:
                 client = ConfluentClient(spec.kafka)  # bad settings raise ConfigError here
                 clients.append(client)
                 self._check_reachable(client, spec)
+            for spec in self.specs:
+                rec = spec.recoverer
+                if isinstance(rec, ChainRecoverer) and spec.topics == rec.sources:
+                    ensure_topics(dict(spec.kafka), rec.chain, spec.topics, self.connect_timeout)
         except BaseException:
             for c in clients:
                 c.close()

@@ -1,4 +1,4 @@
-"""`redrive`: run an App, manage the local broker, run the lab."""
+"""`redrive`: run an App, manage the local broker, run the lab, inspect dead letters."""
 
 from __future__ import annotations
 
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--json", action="store_true", help="print events and verdicts as JSON")
     lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
     lab.set_defaults(func=cmd_lab)
+
+    from redrive.dlt.cli import add_parser as add_dlt
+
+    add_dlt(sub)
     return parser
 
 

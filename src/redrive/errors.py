@@ -6,6 +6,7 @@ RedriveError
 ├── BrokerError(RuntimeError)      the local Kafka broker cannot be resolved, started or stopped
 ├── KafkaUnavailable(ConnectionError)  no broker answered at the bootstrap address in time
 ├── ClientError                    the Kafka client reported an error redrive cannot handle
+│   └── CommitFailed               a commit was refused (rebalance, lost ownership); retried
 ├── RecoveryFailed                 a recoverer (e.g. the dead-letter publisher) failed
 └── ListenerStopped                a recoverer or circuit breaker stopped a listener on purpose
 ```
@@ -52,6 +53,14 @@ class KafkaUnavailable(RedriveError, ConnectionError):
 
 class ClientError(RedriveError):
     """The Kafka client reported an error that redrive does not handle itself."""
+
+
+class CommitFailed(ClientError):
+    """A commit was refused (rebalance in progress, ownership lost, coordinator moving).
+
+    The loop keeps the positions and commits them at the next opportunity; when ownership
+    was lost, the new owner redelivers from the last committed position (at-least-once).
+    """
 
 
 class RecoveryFailed(RedriveError):

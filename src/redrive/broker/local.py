@@ -306,7 +306,9 @@ class LocalKafka:
             "-cp", str(libs / "*"),
         ]  # fmt: skip
         fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+            # "=": a random id may start with "-", which the tool would read as an option
+            [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
+             f"--config={config}"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if fmt.returncode != 0:

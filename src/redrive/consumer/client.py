@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KTopicPartition
 
-from redrive.errors import ClientError, ConfigError, KafkaUnavailable
+from redrive.errors import ClientError, CommitFailed, ConfigError, KafkaUnavailable
 from redrive.message import TopicPartition
 
 log = logging.getLogger("redrive.client")
@@ -125,8 +125,16 @@ class ConfluentClient:
         )
 
     def poll(self, max_records: int, timeout: float) -> list[RawRecord]:
+        # consume(n, timeout) blocks until n records or the full timeout, so a partial batch
+        # would always cost `timeout`. Like Kafka's poll: take what is ready; if nothing is,
+        # wait up to `timeout` for one record, then take what arrived with it.
+        consume = self._consumer.consume
         try:
-            records: list[Any] = self._consumer.consume(max_records, timeout)
+            records: list[Any] = consume(max_records, 0)
+            if not records and timeout > 0:
+                records = consume(1, timeout)
+                if records and max_records > 1:
+                    records += consume(max_records - 1, 0)
         except KafkaException as exc:
             raise ClientError(f"poll failed: {exc.args[0]}") from None
         for r in records:
@@ -154,10 +162,12 @@ class ConfluentClient:
             err = exc.args[0]
             if err.code() == KafkaError._NO_OFFSET:
                 return
-            raise ClientError(f"commit failed: {err.str()}") from None
+            if err.fatal():
+                raise ClientError(f"commit failed: {err.str()}") from None
+            raise CommitFailed(f"commit failed: {err.str()}") from None
         for p in result or ():
             if p.error is not None:
-                raise ClientError(f"commit of {p.topic}[{p.partition}] failed: {p.error.str()}")
+                raise CommitFailed(f"commit of {p.topic}[{p.partition}] failed: {p.error.str()}")
 
     def store(self, positions: Positions) -> None:
         offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]

@@ -21,7 +21,13 @@ from typing import Any
 
 from redrive.consumer.client import Client, RawRecord
 from redrive.consumer.offsets import OffsetTracker
-from redrive.errors import BatchFailed, Defer, DeserializationError, ListenerStopped
+from redrive.errors import (
+    BatchFailed,
+    CommitFailed,
+    Defer,
+    DeserializationError,
+    ListenerStopped,
+)
 from redrive.events import (
     Assigned,
     BackOff,
@@ -70,12 +76,15 @@ class Loop:
         self.wall_clock = wall_clock
         self.tracker = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}
+        self._stored: dict[TopicPartition, int] = {}  # Commit.interval: stored, not yet sure
         self._waiting: dict[TopicPartition, float] = {}  # paused partition -> due (clock)
         self._held: dict[TopicPartition, list[Message]] = {}  # in-place retries
         self._attempts: dict[tuple[TopicPartition, int], Attempt] = {}
         self._acks: deque[Message] = deque()
         self._stopping = False
         self._persist_attempts = spec.retry.mode == "seek"
+        self._manual_ack = spec.commit.manual_ack
+        self._aloop: asyncio.AbstractEventLoop | None = None
         self._call = self._sync_handler(spec.handler)
         self.handled = 0  # records handled successfully (read by the circuit breaker)
 
@@ -109,6 +118,8 @@ class Loop:
         finally:
             self.spec.recoverer.close()
             self.client.close()
+            if self._aloop is not None:
+                self._aloop.close()
             if self.bus:
                 self.bus.emit(Stopped(self.spec.name, reason))
 
@@ -170,6 +181,8 @@ class Loop:
             msg.attempt = state.count + 1
             if self._persist_attempts:  # count the attempt before it runs: a crash cannot hide it
                 self._commit_attempt(msg.tp, msg.offset, replace(state, count=msg.attempt))
+        if self._manual_ack:
+            msg._ack = self._acks.append
         if self.bus:
             self.bus.emit(Delivered(self.spec.name, ((msg.tp, msg.offset, msg.attempt),)))
         try:
@@ -188,9 +201,7 @@ class Loop:
 
     def _succeeded(self, msg: Message) -> None:
         self.handled += 1
-        if self.spec.commit.manual_ack:
-            msg._ack = self._acks.append
-        else:
+        if not self._manual_ack:  # under manual acks, msg.ack() finishes it
             self.tracker.finish(msg.tp, msg.offset)
         if self._attempts:
             self._attempts.pop((msg.tp, msg.offset), None)
@@ -300,6 +311,8 @@ class Loop:
             return
         for m in msgs:
             self.tracker.deliver(m.tp, m.offset)
+            if self._manual_ack:
+                m._ack = self._acks.append
         # Undecodable records never reach a batch handler (F4), nor do records whose tries
         # are over and whose recovery failed before (D3): only the recoverer is tried again.
         attempts = self._attempts
@@ -407,6 +420,10 @@ class Loop:
                 self._call([m])
             except ListenerStopped:
                 raise
+            except Defer as defer:  # "not yet" is no failure: wait, counting no attempt
+                self._wait(m, defer.delay)
+                blocked[m.tp] = [m]
+                continue
             except Exception as single:
                 state = Attempt(attempt, now)
                 if self.bus:
@@ -425,7 +442,13 @@ class Loop:
 
     def _commit_attempt(self, tp: TopicPartition, offset: int, state: Attempt) -> None:
         """Commit the position `offset` with the record's attempt state (R3)."""
-        self.client.commit({tp: (offset, state.to_metadata(offset))})
+        try:
+            self.client.commit({tp: (offset, state.to_metadata(offset))})
+        except CommitFailed as exc:
+            log.warning(
+                "%s: attempt state of %s@%d not committed: %s", self.spec.name, tp, offset, exc
+            )
+            return
         self._committed[tp] = offset
         if self.bus:
             self.bus.emit(
@@ -437,7 +460,10 @@ class Loop:
         self, reason: str, *, sync: bool = False, only: Sequence[TopicPartition] = ()
     ) -> None:
         positions = self.tracker.positions()
-        committed = self._committed
+        background = self.spec.commit.background_interval is not None and not sync
+        # Stored positions are committed by the client later; a sync flush (revoke, close)
+        # compares with what was really committed.
+        committed = self._stored if background else self._committed
         changed = {
             tp: pos
             for tp, pos in positions.items()
@@ -452,10 +478,17 @@ class Loop:
                 pos,
                 state.to_metadata(pos) if state and self._persist_attempts else None,
             )
-        if self.spec.commit.background_interval is not None and not sync:
+        if background:
             self.client.store(payload)
         else:
-            self.client.commit(payload)
+            try:
+                self.client.commit(payload)
+            except CommitFailed as exc:
+                # Positions stay uncommitted here and are tried again at the next flush (or
+                # in the revocation callback); if ownership was lost, the new owner re-reads
+                # them: at-least-once, never a skip.
+                log.warning("%s: %s (will retry)", self.spec.name, exc)
+                return
         committed.update(changed)
         if self.bus:
             meta = tuple((tp, m) for tp, (_, m) in payload.items() if m)
@@ -504,6 +537,7 @@ class Loop:
         for tp in partitions:
             self.tracker.drop(tp)
             self._committed.pop(tp, None)
+            self._stored.pop(tp, None)
             self._waiting.pop(tp, None)
             self._held.pop(tp, None)
             for key in [k for k in self._attempts if k[0] == tp]:

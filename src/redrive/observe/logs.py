@@ -14,6 +14,7 @@ from redrive.events import (
     Lost,
     Paused,
     Resumed,
+    RetryHop,
     Revoked,
     Skipped,
     Started,
@@ -43,6 +44,11 @@ def log_events(bus: EventBus, *, commits: bool = False) -> None:
             log.warning(
                 "%s %s@%d dead-lettered to %s[%d]@%d after %d attempt(s)", e.listener, e.tp,
                 e.offset, e.topic, e.partition, e.dlt_offset, e.attempts,
+            )  # fmt: skip
+        elif isinstance(e, RetryHop):
+            log.info(
+                "%s %s@%d sent to %s for attempt %d", e.listener, e.tp, e.offset, e.topic,
+                e.attempt,
             )  # fmt: skip
         elif isinstance(e, Skipped):
             log.warning("%s %s@%d skipped: %s", e.listener, e.tp, e.offset, e.reason)

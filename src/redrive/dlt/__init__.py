@@ -1,0 +1,15 @@
+"""Dead letters (D4): list, inspect and replay the records of a dead-letter topic."""
+
+from redrive.dlt.records import REPLAY_OF, DeadLetterRecord, decode_headers, read
+from redrive.dlt.replay import Filter, ReplayResult, replay, replayed_keys
+
+__all__ = [
+    "REPLAY_OF",
+    "DeadLetterRecord",
+    "Filter",
+    "ReplayResult",
+    "decode_headers",
+    "read",
+    "replay",
+    "replayed_keys",
+]

@@ -1,0 +1,155 @@
+"""`redrive dlt ls|show|replay`: see what is in a dead-letter topic and send it back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from redrive.dlt.records import read
+from redrive.dlt.replay import Filter, parse_time, replay
+from redrive.errors import ClientError
+
+
+def add_parser(sub: Any) -> None:
+    dlt = sub.add_parser("dlt", help="dead letters: ls, show, replay")
+    actions = dlt.add_subparsers(dest="action", required=True)
+
+    ls = actions.add_parser("ls", help="list dead letters with their decoded headers")
+    ls.add_argument("topic", help="dead-letter topic, e.g. orders-dlt")
+    _bootstrap(ls)
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _filters(ls)
+
+    show = actions.add_parser("show", help="one dead letter in full")
+    show.add_argument("topic")
+    _bootstrap(show)
+    show.add_argument("offset", type=int)
+    show.add_argument("--partition", type=int, default=0, help="partition (default 0)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    rp = actions.add_parser("replay", help="send dead letters back to their origin topic")
+    rp.add_argument("topic")
+    _bootstrap(rp)
+    _filters(rp)
+    rp.add_argument(
+        "--to", choices=["origin", "retry"], default="origin",
+        help="origin topic (default) or the first retry topic of the origin",
+    )  # fmt: skip
+    rp.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    rp.add_argument("--force", action="store_true", help="replay dead letters replayed before")
+    rp.add_argument("--json", action="store_true", help="print the result as JSON")
+    dlt.set_defaults(func=run)
+
+
+def _bootstrap(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("REDRIVE_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        help="Kafka address (default: $REDRIVE_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+    )
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partition", type=int, help="only this partition of the dead-letter topic")
+    p.add_argument("--from-offset", type=int, help="first offset (inclusive)")
+    p.add_argument("--to-offset", type=int, help="last offset (inclusive)")
+    p.add_argument("--exception", help="exception type (simple or full name, or its cause's)")
+    p.add_argument("--since", type=parse_time, help="dead-lettered at or after (ISO or epoch s)")
+    p.add_argument("--until", type=parse_time, help="dead-lettered at or before (ISO or epoch s)")
+
+
+def _filter(args: argparse.Namespace) -> Filter:
+    return Filter(
+        args.partition, args.from_offset, args.to_offset, args.exception, args.since, args.until
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.action == "ls":
+        rows = [r for r in read(args.bootstrap_servers, args.topic) if _filter(args)(r)]
+        if args.json:
+            json.dump([r.summary() for r in rows], out, indent=2)
+            out.write("\n")
+        else:
+            _table(rows, out)
+        return 0
+    if args.action == "show":
+        found = [
+            r for r in read(args.bootstrap_servers, args.topic)
+            if r.partition == args.partition and r.offset == args.offset
+        ]  # fmt: skip
+        if not found:
+            raise ClientError(f"{args.topic}[{args.partition}] has no record at {args.offset}")
+        full = found[0].full()
+        if args.json:
+            json.dump(full, out, indent=2)
+            out.write("\n")
+        else:
+            headers = full.pop("headers")
+            for k, v in full.items():
+                out.write(f"{k}: {json.dumps(v) if isinstance(v, dict) else v}\n")
+            out.write("headers:\n")
+            for k, v in headers.items():
+                text = str(v)
+                if k.endswith("stacktrace"):
+                    text = "\n    " + text.rstrip().replace("\n", "\n    ")
+                out.write(f"  {k}: {text}\n")
+        return 0
+    result = replay(
+        args.bootstrap_servers, args.topic, where=_filter(args), to=args.to,
+        dry_run=args.dry_run, force=args.force,
+    )  # fmt: skip
+    if args.json:
+        json.dump(
+            {
+                "selected": len(result.selected),
+                "sent": 0 if result.dry_run else len(result.sent),
+                "would_send": len(result.sent) if result.dry_run else 0,
+                "already_replayed": len(result.already),
+                "no_origin": len(result.unroutable),
+                "records": [
+                    {"partition": r.partition, "offset": r.offset, "to": t, "to_partition": p,
+                     "to_offset": o}
+                    for r, t, p, o in result.sent
+                ],
+            },
+            out, indent=2,
+        )  # fmt: skip
+        out.write("\n")
+        return 0
+    verb = "would send" if result.dry_run else "sent"
+    for r, t, p, o in result.sent:
+        where = "" if result.dry_run else f"[{p}]@{o}"
+        out.write(f"{verb} {args.topic}[{r.partition}]@{r.offset} -> {t}{where}\n")
+    out.write(
+        f"selected {len(result.selected)}, {verb} {len(result.sent)}, already replayed "
+        f"{len(result.already)}" + (" (use --force to send again)" if result.already else "")
+        + (f", no origin header {len(result.unroutable)}" if result.unroutable else "")
+        + (" (dry run: nothing sent)" if result.dry_run else "") + "\n"
+    )  # fmt: skip
+    return 0
+
+
+def _table(rows: list[Any], out: Any) -> None:
+    head = ("PART", "OFFSET", "DEAD-LETTERED (UTC)", "ORIGIN", "ATTEMPTS", "EXCEPTION", "MESSAGE")
+    lines = [head]
+    for r in rows:
+        s = r.summary()
+        o = s["origin"]
+        origin = f"{o['topic']}[{o['partition']}]@{o['offset']}" if o["topic"] else "-"
+        exc = (s["exception"] or "-").rsplit(".", 1)[-1]
+        msg = (s["message"] or "").replace("\n", " ")
+        lines.append(
+            (str(r.partition), str(r.offset), (s["time"] or "-")[:23], origin,
+             str(s["attempts"] if s["attempts"] is not None else "-"), exc,
+             msg[:60] + ("..." if len(msg) > 60 else ""))
+        )  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
+    for line in lines:
+        cells = [c.ljust(w) for c, w in zip(line, widths, strict=False)]
+        out.write("  ".join([*cells, line[-1]]).rstrip() + "\n")
+    out.write(f"{len(rows)} dead letter(s)\n")

@@ -1,0 +1,242 @@
+"""Replaying (redriving) dead letters to their origin topic or to the start of the chain.
+
+Each replayed record carries the header ``redrive_replay-of: <dlt>/<partition>/<offset>``,
+and every replay is recorded in the compacted topic ``<dlt>-replayed`` (key
+``<partition>:<offset>``) after the broker confirmed the replayed record. A dead letter
+found there is not replayed again unless forced. The ledger is written after the record,
+so a crash between the two can at worst replay one dead letter twice, never lose it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import KafkaException, Producer
+
+from redrive import admin
+from redrive.dlt.records import REPLAY_OF, DeadLetterRecord, read
+from redrive.errors import ClientError, ConfigError
+from redrive.recover import headers as dlt
+from redrive.topics import headers as rt
+
+Target = Literal["origin", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which dead letters to replay. Offsets are inclusive; times are epoch seconds and
+    apply to when the record was dead-lettered."""
+
+    partition: int | None = None
+    from_offset: int | None = None
+    to_offset: int | None = None
+    exception: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def __call__(self, r: DeadLetterRecord) -> bool:
+        return (
+            (self.partition is None or r.partition == self.partition)
+            and (self.from_offset is None or r.offset >= self.from_offset)
+            and (self.to_offset is None or r.offset <= self.to_offset)
+            and (self.exception is None or r.exception_matches(self.exception))
+            and (self.since is None or r.timestamp >= self.since * 1000)
+            and (self.until is None or r.timestamp <= self.until * 1000)
+        )
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    selected: list[DeadLetterRecord] = field(default_factory=list)
+    sent: list[tuple[DeadLetterRecord, str, int, int]] = field(default_factory=list)
+    """(dead letter, topic, partition, offset) of each record sent."""
+    already: list[DeadLetterRecord] = field(default_factory=list)
+    """Selected but replayed before (skipped unless forced)."""
+    unroutable: list[DeadLetterRecord] = field(default_factory=list)
+    """Selected but without an origin topic header."""
+    dry_run: bool = False
+
+
+def ledger_topic(dlt_topic: str) -> str:
+    return f"{dlt_topic}-replayed"
+
+
+def replayed_keys(bootstrap_servers: str, dlt_topic: str) -> set[str]:
+    """``partition:offset`` of every dead letter of `dlt_topic` replayed so far."""
+    topic = ledger_topic(dlt_topic)
+    if admin.topic_partitions(bootstrap_servers, topic) is None:
+        return set()
+    return {
+        m.key().decode()
+        for m in admin.read_all(bootstrap_servers, topic)
+        if m.key() and m.value() is not None
+    }
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from ``1700000000`` or an ISO-8601 time (UTC when no zone is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError("time", f"expected epoch seconds or ISO-8601, got {text!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+def replay(
+    bootstrap_servers: str,
+    dlt_topic: str,
+    *,
+    where: Filter | Callable[[DeadLetterRecord], bool] | None = None,
+    to: Target = "origin",
+    dry_run: bool = False,
+    force: bool = False,
+) -> ReplayResult:
+    """Send the selected dead letters of `dlt_topic` back to their origin topic (``to=
+    "origin"``, to the origin partition when it exists) or to the first retry topic of the
+    origin (``to="retry"``, due at once). Dead-letter and retry headers are dropped, the
+    record's own headers kept, and ``redrive_replay-of`` added. Returns what was selected,
+    sent and skipped; with ``dry_run`` nothing is sent or recorded."""
+    if to not in ("origin", "retry"):
+        raise ConfigError("to", f"must be 'origin' or 'retry', got {to!r}")
+    result = ReplayResult(dry_run=dry_run)
+    keep = where or Filter()
+    result.selected = [r for r in read(bootstrap_servers, dlt_topic) if keep(r)]
+    done = set() if force else replayed_keys(bootstrap_servers, dlt_topic)
+    todo: list[tuple[DeadLetterRecord, str]] = []
+    partitions: dict[str, int | None] = {}
+    for r in result.selected:
+        if r.replay_key in done:
+            result.already.append(r)
+            continue
+        if r.origin_topic is None:
+            result.unroutable.append(r)
+            continue
+        target = r.origin_topic if to == "origin" else _first_retry_topic(
+            bootstrap_servers, r.origin_topic, partitions
+        )  # fmt: skip
+        todo.append((r, target))
+    if dry_run or not todo:
+        result.sent = [(r, t, -1, -1) for r, t in todo] if dry_run else []
+        return result
+    for _, t in todo:
+        if t not in partitions:
+            partitions[t] = admin.topic_partitions(bootstrap_servers, t)
+        if partitions[t] is None:
+            raise ClientError(f"replay target topic {t!r} does not exist")
+    result.sent = _send(bootstrap_servers, [(r, t, _headers(r, to)) for r, t in todo], partitions)
+    _record(bootstrap_servers, dlt_topic, result.sent)
+    return result
+
+
+def _first_retry_topic(
+    bootstrap_servers: str, origin: str, partitions: dict[str, int | None]
+) -> str:
+    for t in (f"{origin}-retry-0", f"{origin}-retry"):
+        if t not in partitions:
+            partitions[t] = admin.topic_partitions(bootstrap_servers, t)
+        if partitions[t] is not None:
+            return t
+    raise ClientError(f"{origin!r} has no retry topic ({origin}-retry-0 or {origin}-retry)")
+
+
+def _headers(r: DeadLetterRecord, to: Target) -> list[tuple[str, str | bytes | None]]:
+    own: list[tuple[str, str | bytes | None]] = [
+        (k, v or b"")
+        for k, v in r.headers
+        if not k.startswith((*dlt.REPLACED_PREFIXES, rt.RETRY_PREFIX)) and k != REPLAY_OF
+    ]
+    marker = (REPLAY_OF, f"{r.topic}/{r.partition}/{r.offset}".encode())
+    if to == "origin":
+        return [*own, marker]
+    # To the first retry topic: keep the origin, due now, counted as the first retry.
+    origin: list[tuple[str, str | bytes | None]] = [
+        (k, v or b"") for k, v in r.headers if k.startswith("kafka_dlt-original-")
+    ]
+    ts = r.origin_timestamp or r.timestamp
+    hop: list[tuple[str, str | bytes | None]] = [
+        (rt.ATTEMPTS, rt.big_int(2)),
+        (rt.ORIGINAL_TIMESTAMP, rt.big_int(ts)),
+        (rt.BACKOFF_TIMESTAMP, rt.big_int(int(time.time() * 1000))),
+    ]
+    return [*own, *origin, *hop, marker]
+
+
+def _producer(bootstrap_servers: str) -> Producer:
+    return Producer(
+        {"bootstrap.servers": bootstrap_servers, "acks": "all", "enable.idempotence": True,
+         "linger.ms": 5, "log_level": 0}
+    )  # fmt: skip
+
+
+def _send(
+    bootstrap_servers: str,
+    items: Sequence[tuple[DeadLetterRecord, str, list[tuple[str, str | bytes | None]]]],
+    partitions: dict[str, int | None],
+) -> list[tuple[DeadLetterRecord, str, int, int]]:
+    producer = _producer(bootstrap_servers)
+    acks: list[tuple[int, int] | str | None] = [None] * len(items)
+
+    def report(i: int) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            acks[i] = str(err) if err is not None else (msg.partition(), msg.offset())
+
+        return on_delivery
+
+    for i, (r, topic, headers) in enumerate(items):
+        kwargs: dict[str, Any] = {}
+        count = partitions.get(topic)
+        if r.origin_partition is not None and count and r.origin_partition < count:
+            kwargs["partition"] = r.origin_partition
+        try:
+            producer.produce(
+                topic, key=r.key, value=r.value, headers=headers, on_delivery=report(i), **kwargs
+            )
+        except (KafkaException, BufferError) as exc:
+            producer.flush(30)
+            raise ClientError(f"replay to {topic!r} failed: {exc}") from None
+        producer.poll(0)
+    producer.flush(30)
+    sent = []
+    failed = []
+    for (r, topic, _), ack in zip(items, acks, strict=True):
+        if isinstance(ack, tuple):
+            sent.append((r, topic, ack[0], ack[1]))
+        else:
+            failed.append(f"{r.partition}:{r.offset} ({ack or 'not acknowledged'})")
+    if failed:
+        # Record what did arrive, so a second run does not send it again.
+        _record(bootstrap_servers, items[0][0].topic, sent)
+        raise ClientError(f"replay failed for {len(failed)} dead letter(s): {', '.join(failed)}")
+    return sent
+
+
+def _record(
+    bootstrap_servers: str, dlt_topic: str, sent: Sequence[tuple[DeadLetterRecord, str, int, int]]
+) -> None:
+    if not sent:
+        return
+    topic = ledger_topic(dlt_topic)
+    admin.create_topics(
+        bootstrap_servers, {topic: 1}, config={"cleanup.policy": "compact"}
+    )  # kept if it exists
+    now = time.time()
+    admin.produce(
+        bootstrap_servers,
+        topic,
+        [
+            (r.replay_key, json.dumps({"replayed_at": round(now, 3), "to": t, "partition": p,
+                                       "offset": o}))
+            for r, t, p, o in sent
+        ],
+    )  # fmt: skip

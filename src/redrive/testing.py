@@ -1,0 +1,234 @@
+"""Test doubles for your own unit tests: an in-memory Kafka client and a manual clock.
+
+```python
+from redrive.testing import FakeClient, FakeClock, loop_for
+
+clock = FakeClock()
+client = FakeClient(clock=clock)
+client.add("orders", [b"m1", b"m2", b"m3"])
+seen = []
+loop = loop_for(seen.append, client, topics=("orders",), clock=clock)
+loop.start()
+loop.run_once()
+assert [m.value for m in seen] == [b"m1", b"m2", b"m3"]
+assert client.committed_position("orders", 0) == 3
+```
+
+The fake keeps partition logs, fetch positions, pauses and commits in memory, assigns every
+partition of the subscribed topics on the first poll, and advances a ``FakeClock`` by the
+poll timeout when it has nothing to return, so back-offs pass without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from redrive.consumer.client import Positions, RawRecord, RebalanceCallback
+from redrive.consumer.commit import Commit
+from redrive.consumer.loop import Loop
+from redrive.events import EventBus
+from redrive.listener import ListenerSpec
+from redrive.message import TopicPartition
+from redrive.recover.base import Recoverer, Skip
+from redrive.retry.policy import Retry
+from redrive.serde import Deserializer
+
+
+class FakeClock:
+    """A clock that moves only when told to (``advance``) or when a fake poll waits."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeRecord:
+    """A record with confluent-kafka's Message methods."""
+
+    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_ts")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        ts: int = 0,
+    ) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value, self._headers, self._ts = key, value, headers, ts
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def error(self) -> Any:
+        return None
+
+
+class FakeClient:
+    """An in-memory implementation of the loop's ``Client`` protocol."""
+
+    def __init__(self, *, clock: FakeClock | None = None) -> None:
+        self.clock = clock
+        self.logs: dict[TopicPartition, list[FakeRecord]] = {}
+        self.position: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+        self.assigned: list[TopicPartition] = []
+        self.committed_log: list[dict[TopicPartition, tuple[int, str | None]]] = []
+        self.commits: dict[TopicPartition, tuple[int, str | None]] = {}
+        self.topics: tuple[str, ...] = ()
+        self.closed = False
+        self._callbacks: tuple[RebalanceCallback, RebalanceCallback, RebalanceCallback] | None
+        self._callbacks = None
+
+    # -- set-up --------------------------------------------------------------------
+
+    def add(
+        self,
+        topic: str,
+        values: Iterable[bytes | str | None],
+        *,
+        partition: int = 0,
+        key: bytes | None = None,
+    ) -> None:
+        """Append records to a partition's log."""
+        log = self.logs.setdefault(TopicPartition(topic, partition), [])
+        for v in values:
+            raw = v.encode() if isinstance(v, str) else v
+            log.append(FakeRecord(topic, partition, len(log), key, raw))
+
+    def committed_position(self, topic: str, partition: int) -> int | None:
+        got = self.commits.get(TopicPartition(topic, partition))
+        return got[0] if got else None
+
+    def revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        """Take partitions away as a rebalance would (the loop's revoke callback runs)."""
+        assert self._callbacks is not None
+        self._callbacks[1](list(partitions))
+        self.assigned = [tp for tp in self.assigned if tp not in partitions]
+        for tp in partitions:
+            self.paused.discard(tp)
+
+    def assign(self, partitions: Sequence[TopicPartition]) -> None:
+        assert self._callbacks is not None
+        for tp in partitions:
+            self.position[tp] = self.commits.get(tp, (0, None))[0]
+        self.assigned += [tp for tp in partitions if tp not in self.assigned]
+        self._callbacks[0](list(partitions))
+
+    # -- Client protocol -----------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+    ) -> None:
+        self.topics = tuple(topics)
+        self._callbacks = (on_assign, on_revoke, on_lost)
+
+    def poll(self, max_records: int, timeout: float) -> list[RawRecord]:
+        if not self.assigned and self._callbacks is not None:
+            self.assign(sorted(tp for tp in self.logs if tp.topic in self.topics))
+        out: list[RawRecord] = []
+        for tp in self.assigned:
+            if tp in self.paused:
+                continue
+            log = self.logs.get(tp, [])
+            pos = self.position.get(tp, 0)
+            take = log[pos : pos + max_records - len(out)]
+            out.extend(take)
+            self.position[tp] = pos + len(take)
+            if len(out) >= max_records:
+                break
+        if not out and self.clock is not None:
+            self.clock.advance(timeout)
+        return out
+
+    def commit(self, positions: Positions) -> None:
+        snapshot = dict(positions)
+        self.committed_log.append(snapshot)
+        self.commits.update(snapshot)
+
+    def store(self, positions: Positions) -> None:
+        self.commit(positions)
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> Positions:
+        return {tp: self.commits.get(tp, (-1001, None)) for tp in partitions}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp] = offset
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self.paused.difference_update(partitions)
+
+    def close(self) -> None:
+        if self._callbacks is not None and self.assigned:
+            self._callbacks[1](list(self.assigned))
+        self.assigned = []
+        self.closed = True
+
+
+def loop_for(
+    handler: Callable[[Any], Any],
+    client: FakeClient,
+    *,
+    topics: Sequence[str] = ("t",),
+    batch: bool = False,
+    max_poll_records: int = 3,
+    retry: Retry | None = None,
+    recoverer: Recoverer | None = None,
+    commit: Commit | None = None,
+    value_deserializer: Deserializer | None = None,
+    clock: FakeClock | None = None,
+    bus: EventBus | None = None,
+    kafka: Mapping[str, Any] | None = None,
+) -> Loop:
+    """A Loop over a FakeClient with test-friendly defaults (Skip as recoverer)."""
+    spec = ListenerSpec(
+        name="test",
+        topics=tuple(topics),
+        group_id="test-group",
+        handler=handler,
+        batch=batch,
+        max_poll_records=max_poll_records,
+        key_deserializer=None,
+        value_deserializer=value_deserializer,
+        commit=commit or Commit.per_poll(),
+        retry=retry or Retry(),
+        recoverer=recoverer or Skip(),
+        kafka=dict(kafka or {}),
+        poll_timeout=0.5,
+    )
+    clock = clock or client.clock or FakeClock()
+    return Loop(spec, client, bus=bus, clock=clock, wall_clock=clock)
