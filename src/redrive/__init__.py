@@ -16,7 +16,7 @@ from redrive.errors import (
 )
 from redrive.events import EventBus
 from redrive.message import Message, TopicPartition
-from redrive.recover import Call, DeadLetter, Skip, Stop
+from redrive.recover import Call, CircuitBreaker, DeadLetter, Skip, Stop
 from redrive.retry.backoff import BackOff
 from redrive.retry.classify import Classifier
 from redrive.retry.policy import Retry
@@ -30,6 +30,7 @@ __all__ = [
     "BatchFailed",
     "BrokerError",
     "Call",
+    "CircuitBreaker",
     "Classifier",
     "ClientError",
     "Commit",

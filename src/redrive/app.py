@@ -17,8 +17,8 @@ from redrive.consumer.loop import Loop
 from redrive.errors import ConfigError, KafkaUnavailable
 from redrive.events import EventBus
 from redrive.listener import ListenerSpec
-from redrive.recover.base import Recoverer
-from redrive.recover.dead_letter import DeadLetter
+from redrive.recover.base import Recoverer, describe
+from redrive.recover.breaker import default_recoverer
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
 from redrive.serde import Deserializer, resolve
@@ -94,9 +94,10 @@ class App:
 
         Options: ``group_id``, ``max_poll_records`` (500), ``key_deserializer`` and
         ``value_deserializer`` ("bytes", "str", "json" or a function), ``commit``
-        (``Commit.per_poll()``), ``retry`` (``Retry()``), ``recoverer`` (``DeadLetter()``),
-        ``kafka`` (confluent-kafka settings), ``poll_timeout`` (0.5 s), ``name``,
-        ``retry_topics`` (``RetryTopics(...)``: non-blocking retries through retry topics).
+        (``Commit.per_poll()``), ``retry`` (``Retry()``), ``recoverer`` (``DeadLetter()``
+        behind a ``CircuitBreaker``), ``kafka`` (confluent-kafka settings), ``poll_timeout``
+        (0.5 s), ``name``, ``retry_topics`` (``RetryTopics(...)``: non-blocking retries
+        through retry topics).
         """
         return self._register(topics, batch=False, **options)
 
@@ -185,7 +186,7 @@ class App:
                     value_deserializer=value_des,
                     commit=commit,
                     retry=retry or Retry(),
-                    recoverer=recoverer if recoverer is not None else DeadLetter(),
+                    recoverer=recoverer if recoverer is not None else default_recoverer(),
                     kafka=settings,
                     poll_timeout=poll_timeout,
                 )
@@ -231,10 +232,11 @@ class App:
         ]
         for spec in self.specs:
             log.info(
-                "listener %s: topics=%s group=%s %s, commit=%s, retry=%s/%s, recoverer=%s",
+                "listener %s: topics=%s group=%s %s, commit=%s, retry=%s%s, recoverer=%s%s",
                 spec.name, ",".join(spec.topics), spec.group_id,
-                "batch" if spec.batch else "record", spec.commit.name, spec.retry.mode,
-                spec.retry.backoff, type(spec.recoverer).__name__,
+                "batch" if spec.batch else "record", spec.commit.name, spec.retry.describe(),
+                " (default)" if spec.retry == Retry() else "", describe(spec.recoverer),
+                " (default)" if getattr(spec.recoverer, "is_default", False) else "",
             )  # fmt: skip
             log.debug("listener %s client settings: %s", spec.name, redact(spec.kafka))
         self._threads = [

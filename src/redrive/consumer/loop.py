@@ -86,10 +86,14 @@ class Loop:
         self._manual_ack = spec.commit.manual_ack
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._call = self._sync_handler(spec.handler)
+        self.handled = 0  # records handled successfully (read by the circuit breaker)
 
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        bind = getattr(self.spec.recoverer, "bind", None)
+        if bind is not None:  # e.g. a CircuitBreaker, which compares failures to successes
+            bind(self.spec.name, lambda: self.handled)
         self.client.subscribe(self.spec.topics, self._on_assign, self._on_revoke, self._on_lost)
         if self.bus:
             self.bus.emit(Started(self.spec.name, self.spec.group_id, self.spec.topics))
@@ -166,8 +170,14 @@ class Loop:
         """Hand one record to the handler; True when it reached a final outcome."""
         state = self._attempts.get((msg.tp, msg.offset)) if self._attempts else None
         if state is not None:
-            if state.exhausted:
-                return self._recover(msg, _LastError(state), state)
+            if state.used_up:  # also: a previous owner died in the last allowed attempt
+                return self._recover(msg, state.last_error or _LastError(state), state)
+            if state.due:  # a previous owner's back-off is not over: wait out the rest
+                delay, state.due = state.due - self.wall_clock(), 0.0
+                if delay > 0:
+                    msg.attempt = state.count
+                    self._wait(msg, delay)
+                    return False
             msg.attempt = state.count + 1
             if self._persist_attempts:  # count the attempt before it runs: a crash cannot hide it
                 self._commit_attempt(msg.tp, msg.offset, replace(state, count=msg.attempt))
@@ -190,6 +200,7 @@ class Loop:
         return True
 
     def _succeeded(self, msg: Message) -> None:
+        self.handled += 1
         if not self._manual_ack:  # under manual acks, msg.ack() finishes it
             self.tracker.finish(msg.tp, msg.offset)
         if self._attempts:
@@ -218,9 +229,12 @@ class Loop:
             self.spec.name, msg.topic, msg.partition, msg.offset, msg.attempt,
             type(exc).__name__, exc, delay,
         )  # fmt: skip
+        state.note(exc, retry.backoff_for(exc).max_attempts)
         self._attempts[(msg.tp, msg.offset)] = state
         if self._persist_attempts:
+            state.due = now + delay  # for a new owner; this loop waits on its own clock
             self._commit_attempt(msg.tp, msg.offset, state)
+            state.due = 0.0
         self._wait(msg, delay)
         return False
 
@@ -231,6 +245,11 @@ class Loop:
         try:
             spec.recoverer.recover(msg, exc, ctx)
         except ListenerStopped:
+            # Stopped on purpose (Stop, circuit breaker): after a restart the record gets a
+            # fresh set of attempts, for the code that presumably fixed the cause.
+            self._attempts.pop((msg.tp, msg.offset), None)
+            if self._persist_attempts and self._committed.get(msg.tp) == msg.offset:
+                self.client.commit({msg.tp: (msg.offset, None)})
             raise
         except Exception as rexc:
             # The record stays uncommitted; recovery is tried again after a back-off (D3).
@@ -295,13 +314,29 @@ class Loop:
             self.tracker.deliver(m.tp, m.offset)
             if self._manual_ack:
                 m._ack = self._acks.append
+        # Undecodable records never reach a batch handler (F4), nor do records whose tries
+        # are over and whose recovery failed before (D3): only the recoverer is tried again.
+        attempts = self._attempts
+        direct = {
+            (m.tp, m.offset)
+            for m in msgs
+            if m.error is not None
+            or (attempts and (s := attempts.get((m.tp, m.offset))) is not None and s.used_up)
+        }
+        if not direct:
+            self._call_batch(msgs)
+            return
         parked_at: dict[TopicPartition, int] = {}
-        for m in msgs:  # undecodable records never reach a batch handler either (F4)
-            if m.error is not None and m.tp not in parked_at and not self._process(m):
+        for m in msgs:
+            if (m.tp, m.offset) in direct and m.tp not in parked_at and not self._process(m):
                 parked_at[m.tp] = m.offset
                 self._park(m.tp, [x for x in msgs if x.tp == m.tp and x.offset >= m.offset])
         self._call_batch(
-            [m for m in msgs if m.error is None and m.offset < parked_at.get(m.tp, 1 << 62)]
+            [
+                m
+                for m in msgs
+                if (m.tp, m.offset) not in direct and m.offset < parked_at.get(m.tp, 1 << 62)
+            ]
         )
 
     def _call_batch(self, msgs: list[Message]) -> None:
@@ -549,13 +584,16 @@ class Loop:
 
 
 class _LastError(Exception):
-    """Stands for the original failure when only the recoverer is tried again."""
+    """Stands for the failure a previous owner of the partition saw, when only its type
+    name and message are known (from the commit metadata)."""
 
     def __init__(self, state: Attempt) -> None:
-        last = state.last_error
-        super().__init__(str(last) if last else f"retries exhausted after {state.count} attempts")
-        if last is not None:
-            self.__cause__ = last
+        name, _, text = (state.error_text or "").partition(": ")
+        self.fqcn = name or None  # the dead-letter headers name the original type
+        super().__init__(
+            f"{text or 'unknown error'} (retries exhausted after {state.count} attempts, "
+            "the last one by a previous owner of the partition)"
+        )
 
 
 def _poll_counts(records: Sequence[RawRecord]) -> tuple[tuple[TopicPartition, int, int], ...]:

@@ -54,6 +54,9 @@ class Skip:
     def close(self) -> None:
         pass
 
+    def describe(self) -> str:
+        return "skip (log and move on)"
+
 
 class Stop:
     """Stop the listener with a clear error; the record stays uncommitted."""
@@ -67,6 +70,9 @@ class Stop:
     def close(self) -> None:
         pass
 
+    def describe(self) -> str:
+        return "stop the listener"
+
 
 class Call:
     """Run your own function ``fn(msg, exc)``; it returning normally is a final outcome."""
@@ -79,3 +85,9 @@ class Call:
 
     def close(self) -> None:
         pass
+
+
+def describe(recoverer: object) -> str:
+    """One line naming a recoverer for the start-up log (its ``describe()`` if it has one)."""
+    text = getattr(recoverer, "describe", None)
+    return str(text()) if callable(text) else type(recoverer).__name__

@@ -54,6 +54,8 @@ class DeadLetter:
         self.producer_overrides = dict(producer or {})
         self._producer: Producer | None = None
         self._partitions: dict[str, int] = {}
+        # source record -> delivery result of a dead-letter write not yet acknowledged
+        self._pending: dict[tuple[str, int, int], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def destination(self, msg: Message) -> str:
@@ -93,39 +95,21 @@ class DeadLetter:
 
     def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
         topic = self.destination(msg)
+        source = (msg.topic, msg.partition, msg.offset)
         with self._lock:
             producer = self._producer_for(ctx)
-            count = self._partition_count(producer, topic)
-            headers: list[tuple[str, str | bytes | None]] = dead_letter_headers(  # type: ignore[assignment]
-                topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                timestamp=msg.timestamp, timestamp_type=msg.timestamp_type,
-                group_id=ctx.group_id, exc=exc, attempts=ctx.attempts,
-                first_failure=ctx.first_failure, original=msg.headers,
-            )  # fmt: skip
-            result: dict[str, Any] = {}
-
-            def on_delivery(err: Any, produced: Any) -> None:
-                result["err"] = err
-                if err is None:
-                    result["partition"] = produced.partition()
-                    result["offset"] = produced.offset()
-
-            kwargs: dict[str, Any] = {}
-            if self.same_partition and count is not None and msg.partition < count:
-                kwargs["partition"] = msg.partition
-            try:
-                producer.produce(
-                    topic, key=msg.raw_key, value=msg.raw_value, headers=headers,
-                    on_delivery=on_delivery, **kwargs,
-                )  # fmt: skip
-            except (KafkaException, BufferError) as err:
-                self._partitions.pop(topic, None)
-                raise RecoveryFailed(f"dead-letter write to {topic!r} failed: {err}") from None
+            result = self._pending.get(source)
+            if result is None:  # not written yet (or the last write failed for sure)
+                result = self._produce(producer, topic, msg, exc, ctx)
+                self._pending[source] = result
+            # else: a write that was not acknowledged in time may still be delivered; wait
+            # for it rather than writing a second dead letter.
             producer.flush(self.timeout)
             if "err" not in result:
                 raise RecoveryFailed(
                     f"dead-letter write to {topic!r} not acknowledged within {self.timeout:g} s"
                 )
+            del self._pending[source]
             if result["err"] is not None:
                 self._partitions.pop(topic, None)
                 raise RecoveryFailed(f"dead-letter write to {topic!r} failed: {result['err']}")
@@ -136,6 +120,44 @@ class DeadLetter:
                     result["offset"], ctx.attempts,
                 )
             )  # fmt: skip
+
+    def _produce(
+        self, producer: Producer, topic: str, msg: Message, exc: BaseException, ctx: Context
+    ) -> dict[str, Any]:
+        count = self._partition_count(producer, topic)
+        headers: list[tuple[str, str | bytes | None]] = dead_letter_headers(  # type: ignore[assignment]
+            topic=msg.topic, partition=msg.partition, offset=msg.offset,
+            timestamp=msg.timestamp, timestamp_type=msg.timestamp_type,
+            group_id=ctx.group_id, exc=exc, attempts=ctx.attempts,
+            first_failure=ctx.first_failure, original=msg.headers,
+        )  # fmt: skip
+        result: dict[str, Any] = {}
+
+        def on_delivery(err: Any, produced: Any) -> None:
+            result["err"] = err
+            if err is None:
+                result["partition"] = produced.partition()
+                result["offset"] = produced.offset()
+
+        kwargs: dict[str, Any] = {}
+        if self.same_partition and count is not None and msg.partition < count:
+            kwargs["partition"] = msg.partition
+        try:
+            producer.produce(
+                topic, key=msg.raw_key, value=msg.raw_value, headers=headers,
+                on_delivery=on_delivery, **kwargs,
+            )  # fmt: skip
+        except (KafkaException, BufferError) as err:
+            self._partitions.pop(topic, None)
+            raise RecoveryFailed(f"dead-letter write to {topic!r} failed: {err}") from None
+        return result
+
+    def describe(self) -> str:
+        where = (
+            "<topic>-dlt" if self.topic is None else "a function" if callable(self.topic)
+            else self.topic
+        )  # fmt: skip
+        return f"dead letter to {where} (broker-confirmed before commit)"
 
     def close(self) -> None:
         if self._producer is not None:

@@ -41,6 +41,12 @@ def fqcn(exc_type: type[BaseException]) -> str:
     return exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"
 
 
+def _name(exc: BaseException) -> str:
+    # An exception standing for one seen by another process carries that one's type name.
+    name = getattr(exc, "fqcn", None)
+    return name if isinstance(name, str) and name else fqcn(type(exc))
+
+
 def root_cause(exc: BaseException) -> BaseException:
     seen = {id(exc)}
     while True:
@@ -52,7 +58,14 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def stacktrace(exc: BaseException, limit: int = STACKTRACE_LIMIT) -> str:
-    text = "".join(traceback.format_exception(exc))
+    # Long lines (huge exception messages) are cut first, so the frames and the exception
+    # types survive the overall cap.
+    line_limit = max(limit // 8, 80)
+    text = "".join(
+        line if len(line) <= line_limit else f"{line[:line_limit]}...(truncated)\n"
+        for chunk in traceback.format_exception(exc)
+        for line in chunk.splitlines(keepends=True)
+    )
     if len(text) > limit:  # keep the end: the innermost frames and the message
         text = "...(truncated)\n" + text[-(limit - 16) :]
     return text
@@ -85,8 +98,8 @@ def dead_letter_headers(
         (ORIGINAL_TIMESTAMP, struct.pack(">q", timestamp)),
         (ORIGINAL_TIMESTAMP_TYPE, TIMESTAMP_TYPES.get(timestamp_type, "CreateTime").encode()),
         (ORIGINAL_CONSUMER_GROUP, group_id.encode()),
-        (EXCEPTION_FQCN, fqcn(type(exc)).encode()),
-        (EXCEPTION_CAUSE_FQCN, fqcn(type(cause)).encode()),
+        (EXCEPTION_FQCN, _name(exc).encode()),
+        (EXCEPTION_CAUSE_FQCN, _name(cause).encode()),
         (EXCEPTION_MESSAGE, str(exc).encode()[:4096]),
         (EXCEPTION_STACKTRACE, stacktrace(exc).encode()),
         (ATTEMPTS, struct.pack(">i", attempts)),

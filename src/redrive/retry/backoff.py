@@ -83,3 +83,21 @@ class BackOff:
         if self.max_elapsed is not None and elapsed + delay > self.max_elapsed:
             return None
         return delay
+
+    def describe(self) -> str:
+        """One line for the start-up log, e.g. ``exponential 1s..30s x2 full jitter, 10
+        attempts``."""
+        if self.max_attempts == 1:
+            return "no retry"
+        if self.multiplier == 1 or self.initial == self.max_delay:
+            text = f"fixed {self.initial:g}s"
+        else:
+            text = f"exponential {self.initial:g}s..{self.max_delay:g}s x{self.multiplier:g}"
+        if self.jitter:
+            text += " full jitter"
+        limits = []
+        if self.max_attempts is not None:
+            limits.append(f"{self.max_attempts} attempts")
+        if self.max_elapsed is not None:
+            limits.append(f"{self.max_elapsed:g}s in all")
+        return f"{text}, {' or '.join(limits) or 'until it works'}"

@@ -11,6 +11,7 @@ type or shape, a missing attribute or key in the record, a programming error::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from redrive.errors import BatchFailed, DeserializationError
@@ -39,14 +40,30 @@ class Classifier:
     default_fatal: tuple[type[BaseException], ...] = DEFAULT_FATAL
 
     def is_fatal(self, exc: BaseException) -> bool:
-        seen: set[int] = set()
-        link: BaseException | None = exc
-        while link is not None and id(link) not in seen:
-            seen.add(id(link))
-            if not isinstance(link, BatchFailed):  # a signal, not a cause: look inside
-                if self.retryable and isinstance(link, self.retryable):
-                    return False
-                if isinstance(link, self.fatal) or isinstance(link, self.default_fatal):
-                    return True
-            link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+        for link in cause_chain(exc):
+            if isinstance(link, BatchFailed):  # a signal, not a cause: look inside
+                continue
+            if self.retryable and isinstance(link, self.retryable):
+                return False
+            if isinstance(link, self.fatal) or isinstance(link, self.default_fatal):
+                return True
         return False
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        names = [t.__name__ for t in (*self.fatal, *self.default_fatal)]
+        text = f"fatal: {', '.join(names) or 'none'}"
+        if self.retryable:
+            text += f"; retryable: {', '.join(t.__name__ for t in self.retryable)}"
+        return text
+
+
+def cause_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then its ``__cause__`` (or unsuppressed ``__context__``), and so on; each
+    exception once, so a cycle ends the walk."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from redrive.errors import ConfigError
 from redrive.retry.backoff import BackOff
-from redrive.retry.classify import Classifier
+from redrive.retry.classify import Classifier, cause_chain
 
 Mode = Literal["seek", "in_place"]
 
@@ -34,7 +35,9 @@ class Retry:
     )
     mode: Mode = "seek"
     classifier: Classifier = field(default_factory=Classifier)
-    per_exception: tuple[tuple[type[BaseException], BackOff], ...] = ()
+    per_exception: (
+        tuple[tuple[type[BaseException], BackOff], ...] | Mapping[type[BaseException], BackOff]
+    ) = ()
     recovery: BackOff = field(
         default_factory=lambda: BackOff.exponential(1.0, max_delay=60.0, max_attempts=None)
     )
@@ -42,6 +45,21 @@ class Retry:
     def __post_init__(self) -> None:
         if self.mode not in ("seek", "in_place"):
             raise ConfigError("retry.mode", f"must be 'seek' or 'in_place', got {self.mode!r}")
+        pairs: object = self.per_exception
+        if isinstance(pairs, Mapping):  # {TimeoutError: BackOff.fixed(5)} reads best
+            pairs = tuple(pairs.items())
+            object.__setattr__(self, "per_exception", pairs)
+        for pair in pairs:  # type: ignore[attr-defined]
+            if (
+                not isinstance(pair, tuple)
+                or len(pair) != 2
+                or not (isinstance(pair[0], type) and issubclass(pair[0], BaseException))
+                or not isinstance(pair[1], BackOff)
+            ):
+                raise ConfigError(
+                    "retry.per_exception",
+                    f"give {{ExceptionType: BackOff(...)}} pairs, got {pair!r}",
+                )
 
     @classmethod
     def none(cls) -> Retry:
@@ -57,10 +75,26 @@ class Retry:
         return cls(backoff=backoff or BackOff.exponential(), mode="in_place", **kwargs)  # type: ignore[arg-type]
 
     def backoff_for(self, exc: BaseException) -> BackOff:
-        for exc_type, backoff in self.per_exception:
-            if isinstance(exc, exc_type) or isinstance(exc.__cause__, exc_type):
-                return backoff
+        """The back-off for `exc`: the first ``per_exception`` entry whose type matches a
+        link of the cause chain (outermost link first), else ``backoff``."""
+        if self.per_exception:
+            for link in cause_chain(exc):
+                for exc_type, backoff in self._pairs():
+                    if isinstance(link, exc_type):
+                        return backoff
         return self.backoff
+
+    def _pairs(self) -> tuple[tuple[type[BaseException], BackOff], ...]:
+        pairs = self.per_exception  # a tuple once __post_init__ ran
+        return tuple(pairs.items()) if isinstance(pairs, Mapping) else pairs
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        extra = "".join(f", {t.__name__}: {b.describe()}" for t, b in self._pairs())
+        return (
+            f"{self.mode} {self.backoff.describe()}{extra}; {self.classifier.describe()}; "
+            f"recovery retried {self.recovery.describe()}"
+        )
 
     def next_delay(self, exc: BaseException, attempts: int, elapsed: float) -> float | None:
         """Delay before the next attempt, or None: recover now (fatal, or no attempt left)."""
