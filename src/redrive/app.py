@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from redrive.consumer.client import ConfluentClient
 from redrive.consumer.commit import Commit
+from redrive.consumer.concurrent import check_options as check_concurrency
 from redrive.consumer.loop import Loop
 from redrive.errors import ConfigError, KafkaUnavailable
 from redrive.events import EventBus
@@ -93,6 +94,12 @@ class App:
         ``value_deserializer`` ("bytes", "str", "json" or a function), ``commit``
         (``Commit.per_poll()``), ``retry`` (``Retry()``), ``recoverer`` (``DeadLetter()``),
         ``kafka`` (confluent-kafka settings), ``poll_timeout`` (0.5 s), ``name``.
+
+        For I/O-bound handlers: ``concurrency=N`` handles up to N records at once (``async
+        def`` handlers as tasks, plain functions on N threads), keeping the order per
+        ``ordering`` ("partition", "key" or "none"); commits still never pass an unfinished
+        record. ``max_in_flight`` bounds the records handed over and not yet done;
+        ``drain_timeout`` (30 s) bounds the wait for running records on revocation and stop.
         """
         return self._register(topics, batch=False, **options)
 
@@ -119,6 +126,10 @@ class App:
         kafka: Mapping[str, Any] | None = None,
         poll_timeout: float = 0.5,
         name: str | None = None,
+        concurrency: int = 1,
+        ordering: str = "partition",
+        max_in_flight: int | None = None,
+        drain_timeout: float = 30.0,
     ) -> Callable[[F], F]:
         topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
         if not topic_list or not all(isinstance(t, str) and t for t in topic_list):
@@ -132,6 +143,9 @@ class App:
             )
         if not poll_timeout > 0:
             raise ConfigError("poll_timeout", f"must be > 0 seconds, got {poll_timeout!r}")
+        check_concurrency(concurrency, ordering, max_in_flight)
+        if batch and concurrency > 1:
+            raise ConfigError("concurrency", "applies to record listeners (@app.listener) only")
         commit = commit or Commit.per_poll()
         user_kafka = {**self.kafka, **(kafka or {})}
         for key, why in _RESERVED.items():
@@ -178,6 +192,10 @@ class App:
                     recoverer=recoverer if recoverer is not None else DeadLetter(),
                     kafka=settings,
                     poll_timeout=poll_timeout,
+                    concurrency=concurrency,
+                    ordering=ordering,
+                    max_in_flight=max_in_flight,
+                    drain_timeout=drain_timeout,
                 )
             )
             return handler

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from redrive.consumer.client import Client, RawRecord
+from redrive.consumer.concurrent import ConcurrentRecords
 from redrive.consumer.offsets import OffsetTracker
 from redrive.errors import BatchFailed, Defer, DeserializationError, ListenerStopped
 from redrive.events import (
@@ -76,7 +77,11 @@ class Loop:
         self._acks: deque[Message] = deque()
         self._stopping = False
         self._persist_attempts = spec.retry.mode == "seek"
-        self._call = self._sync_handler(spec.handler)
+        self._pool: ConcurrentRecords | None = None
+        if spec.concurrency > 1 and not spec.batch:
+            self._pool = ConcurrentRecords(self)
+        else:
+            self._call = self._sync_handler(spec.handler)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -100,6 +105,8 @@ class Loop:
     def close(self, reason: str = "stop") -> None:
         """Commit every final outcome synchronously, then leave the group (C4)."""
         try:
+            if self._pool is not None:
+                self._pool.close(self.spec.drain_timeout)
             self._drain_acks()
             self._flush("close", sync=True)
         finally:
@@ -117,11 +124,19 @@ class Loop:
             self._resume_due(now)
             if self._waiting:
                 timeout = min(timeout, max(0.0, min(self._waiting.values()) - now))
+        pool = self._pool
+        if pool is not None:
+            timeout = pool.poll_timeout(timeout)
         records = self.client.poll(self.spec.max_poll_records, timeout)
         if records:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
-            self._dispatch(map(self._message, records))
+            if pool is not None and not self._stopping:
+                pool.dispatch(map(self._message, records))
+            else:
+                self._dispatch(map(self._message, records))
+        if pool is not None:
+            pool.settle()
         if self._acks:
             self._drain_acks()
         self._flush("poll")
@@ -452,6 +467,8 @@ class Loop:
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Commit final outcomes of the revoked partitions before giving them up (C5)."""
+        if self._pool is not None:
+            self._pool.revoke(partitions, self.spec.drain_timeout)
         self._drain_acks()
         try:
             self._flush("revoke", sync=True, only=partitions)
@@ -461,6 +478,8 @@ class Loop:
             self.bus.emit(Revoked(self.spec.name, tuple(partitions)))
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        if self._pool is not None:
+            self._pool.revoke(partitions, 0.0)  # lost: nothing of them may be committed
         self._forget(partitions)
         if self.bus:
             self.bus.emit(Lost(self.spec.name, tuple(partitions)))
