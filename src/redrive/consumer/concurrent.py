@@ -47,6 +47,7 @@ Ordering = Literal["partition", "key", "none"]
 ORDERINGS: tuple[str, ...] = ("partition", "key", "none")
 
 _SLICE = 0.05  # how often a waiting lane checks whether its record was abandoned
+_STALL = 0.2  # no room for this long: pause the partitions (handlers are slow or stuck)
 
 
 def check_options(concurrency: int, ordering: str, max_in_flight: int | None) -> None:
@@ -70,7 +71,7 @@ class ConcurrentRecords:
         self.loop = loop
         self.concurrency = spec.concurrency
         self.max_in_flight = spec.max_in_flight or max(2 * spec.max_poll_records,
-                                                       16 * spec.concurrency)  # fmt: skip
+                                                       32 * spec.concurrency)  # fmt: skip
         self._lane_of = _lane_function(spec.ordering)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -81,7 +82,12 @@ class ConcurrentRecords:
         self._error: BaseException | None = None
         self._closing = False
         self.in_flight = 0  # handed over, not yet settled by the loop thread
-        self._paused: list[TopicPartition] = []
+        self._paused: list[TopicPartition] = []  # all partitions: over the bound
+        # ordering="partition": one partition's records run one at a time, so a partition
+        # holding most of the bound would starve the others; it is paused on its own.
+        self._share = spec.ordering == "partition"
+        self._per_tp: dict[TopicPartition, int] = {}
+        self._tp_paused: set[TopicPartition] = set()
         self._is_async = inspect.iscoroutinefunction(spec.handler)
         self._handler = spec.handler
         self._pool: ThreadPoolExecutor | None = None
@@ -105,10 +111,11 @@ class ConcurrentRecords:
         lane_of = self._lane_of
         new: list[Hashable] = []
         n = 0
+        batch = list(msgs)
         with self._lock:
             lanes = self._lanes
             epochs = self._epoch
-            for msg in msgs:
+            for msg in batch:
                 tp = msg.tp
                 tracker.deliver(tp, msg.offset)
                 lane = lane_of(msg)
@@ -123,26 +130,69 @@ class ConcurrentRecords:
             self.in_flight += n
         if new:
             self._start(new)
+        if self._share:
+            self._share_out(batch)
         if self._paused and len(self._paused) < len(tracker.partitions):
             # a partition first seen while over the bound: pause it too
             self._pause([tp for tp in tracker.partitions if tp not in self._paused])
 
+    def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
+        """Timeout and record count for the next poll, so the in-flight bound holds.
+
+        The loop polls only for the room left under ``max_in_flight``. With less room than a
+        useful poll (a quarter of the bound) it first waits for running records to finish;
+        when none finish within ``_STALL`` (slow or stuck handlers) it pauses its partitions
+        and keeps polling for rebalances and liveness.
+        """
+        with self._lock:
+            want = min(max_records, max(1, self.max_in_flight // 4))
+            need = self.in_flight + want - self.max_in_flight  # completions still needed
+            if need > 0 and not self._paused:
+                self._idle.wait_for(
+                    lambda: len(self._done) >= need or self._error is not None, _STALL
+                )
+            room = self.max_in_flight - self.in_flight + len(self._done)
+        if room <= 0:
+            self.settle()
+            if not self._paused:
+                self._pause([tp for tp in self.loop.tracker.partitions])
+            return min(timeout, _STALL), 1
+        return (min(timeout, 0.01) if self.in_flight else timeout), min(max_records, room)
+
+    def _share_out(self, batch: list[Message]) -> None:
+        per_tp = self._per_tp
+        for msg in batch:
+            per_tp[msg.tp] = per_tp.get(msg.tp, 0) + 1
+        cap = max(1, self.max_in_flight // max(1, len(per_tp)))
+        over = [tp for tp in {m.tp for m in batch}
+                if per_tp[tp] > cap and tp not in self._tp_paused]  # fmt: skip
+        if over:
+            self.loop.client.pause(over)
+            self._tp_paused.update(over)
+
+    def _share_back(self) -> None:
+        cap = max(1, self.max_in_flight // max(1, len(self._per_tp)))
+        back = [tp for tp in self._tp_paused if self._per_tp.get(tp, 0) <= cap // 2]
+        if back:
+            self._tp_paused.difference_update(back)
+            self.loop.client.resume([tp for tp in back if tp not in self._paused])
+
     def settle(self) -> None:
-        """Finish the offsets of records that reached a final outcome; apply the bound."""
+        """Finish the offsets of records that reached a final outcome; resume when paused
+        and half of the in-flight work is done."""
         if self._error is not None:
             error, self._error = self._error, None
             raise error
         if self._done:
             self._settle_done()
-        loop = self.loop
-        if self._paused:
-            if self.in_flight <= self.max_in_flight // 2:
-                paused, self._paused = self._paused, []
-                loop.client.resume(paused)
-                if loop.bus:
-                    loop.bus.emit(Resumed(loop.spec.name, tuple(paused)))
-        elif self.in_flight >= self.max_in_flight:
-            self._pause([tp for tp in loop.tracker.partitions if tp not in loop._waiting])
+        if self._tp_paused:
+            self._share_back()
+        if self._paused and self.in_flight <= self.max_in_flight // 2:
+            loop = self.loop
+            paused, self._paused = self._paused, []
+            loop.client.resume([tp for tp in paused if tp not in self._tp_paused])
+            if loop.bus:
+                loop.bus.emit(Resumed(loop.spec.name, tuple(paused)))
 
     def _pause(self, partitions: list[TopicPartition]) -> None:
         """Stop fetching until half of the in-flight work is done (Paused.until is 0)."""
@@ -153,10 +203,6 @@ class ConcurrentRecords:
         self._paused.extend(partitions)
         if loop.bus:
             loop.bus.emit(Paused(loop.spec.name, tuple(partitions), 0.0))
-
-    def poll_timeout(self, timeout: float) -> float:
-        """A short poll while records are in flight, so finished work is committed soon."""
-        return min(timeout, 0.01) if self.in_flight else timeout
 
     def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
         """Drop queued records of `partitions`, wait (bounded) for their running ones, and
@@ -179,6 +225,10 @@ class ConcurrentRecords:
             for tp in gone:
                 self._epoch[tp] += 1
         self._paused = [tp for tp in self._paused if tp not in gone]
+        self._tp_paused.difference_update(gone)
+        for tp in gone:
+            if not self._per_tp.get(tp):
+                self._per_tp.pop(tp, None)
 
     def _settle_done(self) -> None:
         """Loop thread: finish the offsets of final outcomes of the current assignment."""
@@ -187,6 +237,8 @@ class ConcurrentRecords:
         while done:
             msg, epoch = done.popleft()
             settled += 1
+            if self._share:
+                self._per_tp[msg.tp] -= 1
             if self._epoch.get(msg.tp, 0) == epoch:
                 self.loop._succeeded(msg)
         self.in_flight -= settled
