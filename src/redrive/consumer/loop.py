@@ -124,10 +124,10 @@ class Loop:
             self._resume_due(now)
             if self._waiting:
                 timeout = min(timeout, max(0.0, min(self._waiting.values()) - now))
-        pool = self._pool
+        pool, max_records = self._pool, self.spec.max_poll_records
         if pool is not None:
-            timeout = pool.poll_timeout(timeout)
-        records = self.client.poll(self.spec.max_poll_records, timeout)
+            timeout, max_records = pool.before_poll(timeout, max_records)
+        records = self.client.poll(max_records, timeout)
         if records:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
