@@ -77,6 +77,8 @@ class Loop:
         self._acks: deque[Message] = deque()
         self._stopping = False
         self._persist_attempts = spec.retry.mode == "seek"
+        self._manual_ack = spec.commit.manual_ack
+        self._decode = spec.value_deserializer is not None or spec.key_deserializer is not None
         self._pool: ConcurrentRecords | None = None
         if spec.concurrency > 1 and not spec.batch:
             self._pool = ConcurrentRecords(self)
@@ -143,7 +145,10 @@ class Loop:
 
     def _dispatch(self, msgs: Iterable[Message]) -> None:
         if self.spec.batch:
-            self._dispatch_batch([m for m in msgs if m.tp not in self._waiting])
+            waiting = self._waiting
+            self._dispatch_batch(
+                [m for m in msgs if m.tp not in waiting] if waiting else list(msgs)
+            )
         else:
             self._dispatch_records(msgs)
 
@@ -192,7 +197,7 @@ class Loop:
         return True
 
     def _succeeded(self, msg: Message) -> None:
-        if self.spec.commit.manual_ack:
+        if self._manual_ack:
             msg._ack = self._acks.append
         else:
             self.tracker.finish(msg.tp, msg.offset)
@@ -294,8 +299,15 @@ class Loop:
     def _dispatch_batch(self, msgs: list[Message]) -> None:
         if self._stopping or not msgs:
             return
+        deliver = self.tracker.deliver
+        undecodable = False
         for m in msgs:
-            self.tracker.deliver(m.tp, m.offset)
+            deliver(m.tp, m.offset)
+            if m.error is not None:
+                undecodable = True
+        if not undecodable:  # the common case: skip the filtering below
+            self._call_batch(msgs)
+            return
         parked_at: dict[TopicPartition, int] = {}
         for m in msgs:  # undecodable records never reach a batch handler either (F4)
             if m.error is not None and m.tp not in parked_at and not self._process(m):
@@ -499,13 +511,14 @@ class Loop:
         key = raw.key()
         value = raw.value()
         ts_type, ts = raw.timestamp()
+        headers = raw.headers()
         msg = Message(
             raw.topic(), raw.partition(), raw.offset(), key, value,
-            raw_key=key, raw_value=value, headers=tuple(raw.headers() or ()),
+            raw_key=key, raw_value=value, headers=tuple(headers) if headers else (),
             timestamp=ts, timestamp_type=ts_type,
         )  # fmt: skip
-        spec = self.spec
-        if spec.value_deserializer is not None or spec.key_deserializer is not None:
+        if self._decode:
+            spec = self.spec
             try:
                 if spec.key_deserializer is not None:
                     msg.key = spec.key_deserializer(key)
