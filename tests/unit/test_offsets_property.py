@@ -75,3 +75,28 @@ def test_finishing_twice_or_unknown_offsets_changes_nothing() -> None:
     assert tracker.positions() == {TP: 5}
     tracker.finish(TP, 5)
     assert tracker.positions() == {TP: 7}
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6), st.data())
+@settings(max_examples=200, deadline=None)
+def test_runs_match_record_by_record(sizes: list[int], data: st.DataObject) -> None:
+    """deliver_many / finish_many (the batch hot path) equal deliver / finish per record,
+    also when a run is a redelivery after a rewind or finishes only part of what is open."""
+    from redrive.message import Message
+
+    one, many = OffsetTracker(), OffsetTracker()
+    next_offset = 0
+    for size in sizes:
+        if data.draw(st.booleans()) and next_offset:  # a rewind: redeliver from earlier
+            next_offset = data.draw(st.integers(0, next_offset - 1))
+        msgs = [Message("t", 0, o) for o in range(next_offset, next_offset + size)]
+        next_offset += size
+        for m in msgs:
+            one.deliver(m.tp, m.offset)
+        many.deliver_many(msgs)
+        assert one.positions() == many.positions()
+        done = msgs[: data.draw(st.integers(0, size))]
+        for m in done:
+            one.finish(m.tp, m.offset)
+        many.finish_many(done)
+        assert one.positions() == many.positions()
