@@ -299,13 +299,8 @@ class Loop:
     def _dispatch_batch(self, msgs: list[Message]) -> None:
         if self._stopping or not msgs:
             return
-        deliver = self.tracker.deliver
-        undecodable = False
-        for m in msgs:
-            deliver(m.tp, m.offset)
-            if m.error is not None:
-                undecodable = True
-        if not undecodable:  # the common case: skip the filtering below
+        self.tracker.deliver_many(msgs)
+        if all(m.error is None for m in msgs):  # the common case: skip the filtering below
             self._call_batch(msgs)
             return
         parked_at: dict[TopicPartition, int] = {}
@@ -351,8 +346,11 @@ class Loop:
             except Exception as exc:
                 self._on_batch_failure(msgs, exc)
                 return
-            for m in msgs:
-                self._succeeded(m)
+            if self._manual_ack or self._attempts or self.bus:
+                for m in msgs:
+                    self._succeeded(m)
+            else:  # nothing to record per record: finish the batch in one step per partition
+                self.tracker.finish_many(msgs)
             return
 
     def _on_batch_failure(self, msgs: list[Message], exc: Exception) -> None:
