@@ -78,6 +78,7 @@ class Loop:
         self._stopping = False
         self._persist_attempts = spec.retry.mode == "seek"
         self._manual_ack = spec.commit.manual_ack
+        self._tps: dict[str, dict[int, TopicPartition]] = {}
         self._decode = spec.value_deserializer is not None or spec.key_deserializer is not None
         self._pool: ConcurrentRecords | None = None
         if spec.concurrency > 1 and not spec.batch:
@@ -510,10 +511,18 @@ class Loop:
         value = raw.value()
         ts_type, ts = raw.timestamp()
         headers = raw.headers()
+        topic = raw.topic()
+        partition = raw.partition()
+        tps = self._tps.get(topic)  # one TopicPartition per partition, not per record
+        tp = tps.get(partition) if tps is not None else None
+        if tp is None:
+            tp = self._tps.setdefault(topic, {}).setdefault(
+                partition, TopicPartition(topic, partition)
+            )
         msg = Message(
-            raw.topic(), raw.partition(), raw.offset(), key, value,
+            topic, partition, raw.offset(), key, value,
             raw_key=key, raw_value=value, headers=tuple(headers) if headers else (),
-            timestamp=ts, timestamp_type=ts_type,
+            timestamp=ts, timestamp_type=ts_type, tp=tp,
         )  # fmt: skip
         if self._decode:
             spec = self.spec
