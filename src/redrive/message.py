@@ -30,6 +30,7 @@ class Message:
     ``value`` and ``key`` are decoded by the listener's deserializers (bytes by default);
     ``raw_value`` and ``raw_key`` keep the bytes as they came from Kafka. ``attempt`` is 1 on
     first delivery and grows with every retry, also across rebalances for seek retries.
+    ``tp`` is its ``TopicPartition``.
     """
 
     __slots__ = (

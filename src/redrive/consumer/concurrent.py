@@ -63,7 +63,9 @@ def check_options(concurrency: int, ordering: str, max_in_flight: int | None) ->
 class ConcurrentRecords:
     """The loop's record dispatch when ``concurrency > 1``: lanes, a bound, and settlement.
 
-    Called by the loop thread only, except ``_run_*`` (workers) and ``_done`` (workers).
+    Its public methods run on the loop thread; ``_drain_*`` run the lanes (pool threads or
+    event-loop tasks) and report final outcomes through ``_done``, which only the loop
+    thread settles into the ``OffsetTracker``.
     """
 
     def __init__(self, loop: Loop) -> None:
