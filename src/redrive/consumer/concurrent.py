@@ -165,15 +165,21 @@ class ConcurrentRecords:
         per_tp = self._per_tp
         for msg in batch:
             per_tp[msg.tp] = per_tp.get(msg.tp, 0) + 1
-        cap = max(1, self.max_in_flight // max(1, len(per_tp)))
+        cap = self._cap()
         over = [tp for tp in {m.tp for m in batch}
                 if per_tp[tp] > cap and tp not in self._tp_paused]  # fmt: skip
         if over:
             self.loop.client.pause(over)
             self._tp_paused.update(over)
 
+    def _cap(self) -> int:
+        # Divided by at least 8: a partition is paused early enough that the records of
+        # partitions not seen yet get through librdkafka's queue (it hands out one
+        # partition's fetched chunk, thousands of records, before the next one's).
+        return max(1, self.max_in_flight // max(8, len(self._per_tp)))
+
     def _share_back(self) -> None:
-        cap = max(1, self.max_in_flight // max(1, len(self._per_tp)))
+        cap = self._cap()
         back = [tp for tp in self._tp_paused if self._per_tp.get(tp, 0) <= cap // 2]
         if back:
             self._tp_paused.difference_update(back)
