@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from redrive.consumer.client import ConfluentClient
 from redrive.consumer.commit import Commit
+from redrive.consumer.concurrent import check_options as check_concurrency
 from redrive.consumer.loop import Loop
 from redrive.errors import ConfigError, KafkaUnavailable
 from redrive.events import EventBus
@@ -98,6 +99,12 @@ class App:
         behind a ``CircuitBreaker``), ``kafka`` (confluent-kafka settings), ``poll_timeout``
         (0.5 s), ``name``, ``retry_topics`` (``RetryTopics(...)``: non-blocking retries
         through retry topics).
+
+        For I/O-bound handlers: ``concurrency=N`` handles up to N records at once (``async
+        def`` handlers as tasks, plain functions on N threads), keeping the order per
+        ``ordering`` ("partition", "key" or "none"); commits still never pass an unfinished
+        record. ``max_in_flight`` bounds the records handed over and not yet done;
+        ``drain_timeout`` (30 s) bounds the wait for running records on revocation and stop.
         """
         return self._register(topics, batch=False, **options)
 
@@ -125,6 +132,10 @@ class App:
         poll_timeout: float = 0.5,
         name: str | None = None,
         retry_topics: RetryTopics | None = None,
+        concurrency: int = 1,
+        ordering: str = "partition",
+        max_in_flight: int | None = None,
+        drain_timeout: float = 30.0,
     ) -> Callable[[F], F]:
         topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
         if not topic_list or not all(isinstance(t, str) and t for t in topic_list):
@@ -138,6 +149,9 @@ class App:
             )
         if not poll_timeout > 0:
             raise ConfigError("poll_timeout", f"must be > 0 seconds, got {poll_timeout!r}")
+        check_concurrency(concurrency, ordering, max_in_flight)
+        if batch and concurrency > 1:
+            raise ConfigError("concurrency", "applies to record listeners (@app.listener) only")
         commit = commit or Commit.per_poll()
         if retry_topics is not None and recoverer is not None:
             raise ConfigError(
@@ -189,6 +203,10 @@ class App:
                     recoverer=recoverer if recoverer is not None else default_recoverer(),
                     kafka=settings,
                     poll_timeout=poll_timeout,
+                    concurrency=concurrency,
+                    ordering=ordering,
+                    max_in_flight=max_in_flight,
+                    drain_timeout=drain_timeout,
                 )
             )
             if retry_topics is not None:  # failures hop to retry topics that a second

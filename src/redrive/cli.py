@@ -63,6 +63,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return run_lab(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from redrive.bench.cli import run_bench
+
+    return run_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redrive", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -87,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     from redrive.dlt.cli import add_parser as add_dlt
 
     add_dlt(sub)
+    bench = sub.add_parser("bench", help="throughput against the raw client and the peers")
+    from redrive.bench.cli import add_arguments
+
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

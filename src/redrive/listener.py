@@ -28,3 +28,11 @@ class ListenerSpec:
     kafka: Mapping[str, Any] = field(default_factory=dict)
     """Full client settings (bootstrap servers, group id, passthrough)."""
     poll_timeout: float = 0.5
+    concurrency: int = 1
+    """Records handled at once (record listeners); 1 is the sequential loop."""
+    ordering: str = "partition"
+    """With concurrency > 1: "partition", "key" or "none" (see consumer/concurrent.py)."""
+    max_in_flight: int | None = None
+    """Bound on records handed over and not yet final (default: see ConcurrentRecords)."""
+    drain_timeout: float = 30.0
+    """How long revocation and stop wait for running records before abandoning them."""

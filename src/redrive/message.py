@@ -30,11 +30,13 @@ class Message:
     ``value`` and ``key`` are decoded by the listener's deserializers (bytes by default);
     ``raw_value`` and ``raw_key`` keep the bytes as they came from Kafka. ``attempt`` is 1 on
     first delivery and grows with every retry, also across rebalances for seek retries.
+    ``tp`` is its ``TopicPartition``.
     """
 
     __slots__ = (
         "topic",
         "partition",
+        "tp",
         "offset",
         "key",
         "value",
@@ -62,9 +64,12 @@ class Message:
         timestamp: int = 0,
         timestamp_type: int = 0,
         attempt: int = 1,
+        tp: TopicPartition | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
+        # Built once: the loop looks it up several times per record (hot path).
+        self.tp = tp if tp is not None else TopicPartition(topic, partition)
         self.offset = offset
         self.key = key
         self.value = value
@@ -76,10 +81,6 @@ class Message:
         self.attempt = attempt
         self.error: Exception | None = None  # set when the key or value could not be decoded
         self._ack: Callable[[Message], None] | None = None
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
 
     def header(self, name: str) -> bytes | None:
         """The value of the last header called ``name``, or None."""

@@ -417,7 +417,12 @@ def _cluster_id() -> str:
     import base64
     import uuid
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Kafka's own Uuid.randomUuid: an id starting with "-" would be read as an option
+    # by kafka-storage's argument parser (1 start in 64 failed with "expected one argument").
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 @contextlib.contextmanager

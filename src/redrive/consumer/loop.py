@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from redrive.consumer.client import Client, RawRecord
+from redrive.consumer.concurrent import ConcurrentRecords
 from redrive.consumer.offsets import OffsetTracker
 from redrive.errors import (
     BatchFailed,
@@ -85,8 +86,14 @@ class Loop:
         self._persist_attempts = spec.retry.mode == "seek"
         self._manual_ack = spec.commit.manual_ack
         self._aloop: asyncio.AbstractEventLoop | None = None
-        self._call = self._sync_handler(spec.handler)
         self.handled = 0  # records handled successfully (read by the circuit breaker)
+        self._tps: dict[str, dict[int, TopicPartition]] = {}
+        self._decode = spec.value_deserializer is not None or spec.key_deserializer is not None
+        self._pool: ConcurrentRecords | None = None
+        if spec.concurrency > 1 and not spec.batch:
+            self._pool = ConcurrentRecords(self)
+        else:
+            self._call = self._sync_handler(spec.handler)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -113,6 +120,8 @@ class Loop:
     def close(self, reason: str = "stop") -> None:
         """Commit every final outcome synchronously, then leave the group (C4)."""
         try:
+            if self._pool is not None:
+                self._pool.close(self.spec.drain_timeout)
             self._drain_acks()
             self._flush("close", sync=True)
         finally:
@@ -132,18 +141,29 @@ class Loop:
             self._resume_due(now)
             if self._waiting:
                 timeout = min(timeout, max(0.0, min(self._waiting.values()) - now))
-        records = self.client.poll(self.spec.max_poll_records, timeout)
+        pool, max_records = self._pool, self.spec.max_poll_records
+        if pool is not None:
+            timeout, max_records = pool.before_poll(timeout, max_records)
+        records = self.client.poll(max_records, timeout)
         if records:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
-            self._dispatch(map(self._message, records))
+            if pool is not None and not self._stopping:
+                pool.dispatch(map(self._message, records))
+            else:
+                self._dispatch(map(self._message, records))
+        if pool is not None:
+            pool.settle()
         if self._acks:
             self._drain_acks()
         self._flush("poll")
 
     def _dispatch(self, msgs: Iterable[Message]) -> None:
         if self.spec.batch:
-            self._dispatch_batch([m for m in msgs if m.tp not in self._waiting])
+            waiting = self._waiting
+            self._dispatch_batch(
+                [m for m in msgs if m.tp not in waiting] if waiting else list(msgs)
+            )
         else:
             self._dispatch_records(msgs)
 
@@ -310,13 +330,16 @@ class Loop:
     def _dispatch_batch(self, msgs: list[Message]) -> None:
         if self._stopping or not msgs:
             return
-        for m in msgs:
-            self.tracker.deliver(m.tp, m.offset)
-            if self._manual_ack:
+        self.tracker.deliver_many(msgs)
+        if self._manual_ack:
+            for m in msgs:
                 m._ack = self._acks.append
+        attempts = self._attempts
+        if not attempts and all(m.error is None for m in msgs):  # the common case
+            self._call_batch(msgs)
+            return
         # Undecodable records never reach a batch handler (F4), nor do records whose tries
         # are over and whose recovery failed before (D3): only the recoverer is tried again.
-        attempts = self._attempts
         direct = {
             (m.tp, m.offset)
             for m in msgs
@@ -373,8 +396,11 @@ class Loop:
             except Exception as exc:
                 self._on_batch_failure(msgs, exc)
                 return
-            for m in msgs:
-                self._succeeded(m)
+            if self._manual_ack or self._attempts or self.bus:
+                for m in msgs:
+                    self._succeeded(m)
+            else:  # nothing to record per record: finish the batch in one step per partition
+                self.tracker.finish_many(msgs)
             return
 
     def _on_batch_failure(self, msgs: list[Message], exc: Exception) -> None:
@@ -521,6 +547,8 @@ class Loop:
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Commit final outcomes of the revoked partitions before giving them up (C5)."""
+        if self._pool is not None:
+            self._pool.revoke(partitions, self.spec.drain_timeout)
         self._drain_acks()
         try:
             self._flush("revoke", sync=True, only=partitions)
@@ -530,6 +558,8 @@ class Loop:
             self.bus.emit(Revoked(self.spec.name, tuple(partitions)))
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        if self._pool is not None:
+            self._pool.revoke(partitions, 0.0)  # lost: nothing of them may be committed
         self._forget(partitions)
         if self.bus:
             self.bus.emit(Lost(self.spec.name, tuple(partitions)))
@@ -550,13 +580,22 @@ class Loop:
         key = raw.key()
         value = raw.value()
         ts_type, ts = raw.timestamp()
+        headers = raw.headers()
+        topic = raw.topic()
+        partition = raw.partition()
+        tps = self._tps.get(topic)  # one TopicPartition per partition, not per record
+        tp = tps.get(partition) if tps is not None else None
+        if tp is None:
+            tp = self._tps.setdefault(topic, {}).setdefault(
+                partition, TopicPartition(topic, partition)
+            )
         msg = Message(
-            raw.topic(), raw.partition(), raw.offset(), key, value,
-            raw_key=key, raw_value=value, headers=tuple(raw.headers() or ()),
-            timestamp=ts, timestamp_type=ts_type,
+            topic, partition, raw.offset(), key, value,
+            raw_key=key, raw_value=value, headers=tuple(headers) if headers else (),
+            timestamp=ts, timestamp_type=ts_type, tp=tp,
         )  # fmt: skip
-        spec = self.spec
-        if spec.value_deserializer is not None or spec.key_deserializer is not None:
+        if self._decode:
+            spec = self.spec
             try:
                 if spec.key_deserializer is not None:
                     msg.key = spec.key_deserializer(key)

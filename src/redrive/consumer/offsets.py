@@ -8,8 +8,9 @@ reached a final outcome, or one past the last delivered record when all have.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
-from redrive.message import TopicPartition
+from redrive.message import Message, TopicPartition
 
 
 class PartitionOffsets:
@@ -25,6 +26,28 @@ class PartitionOffsets:
             self.reset_to(offset)
         self.pending.append(offset)
         self.high = offset
+
+    def deliver_run(self, offsets: list[int]) -> None:
+        """Deliver ascending offsets of one poll (Kafka returns a partition's records in
+        offset order); the same as ``deliver`` for each, in one step when none is a
+        redelivery."""
+        if offsets[0] > self.high:
+            self.pending.extend(offsets)
+            self.high = offsets[-1]
+        else:
+            for o in offsets:
+                self.deliver(o)
+
+    def finish_run(self, offsets: list[int]) -> None:
+        """The same as ``finish`` for each of `offsets` (ascending, delivered, not yet
+        final); in one step when they are exactly what is pending."""
+        pending = self.pending
+        if len(pending) == len(offsets) and pending[0] == offsets[0] and pending[-1] == offsets[-1]:
+            pending.clear()
+            self.finished.clear()
+        else:
+            for o in offsets:
+                self.finish(o)
 
     def reset_to(self, offset: int) -> None:
         self.pending = deque(o for o in self.pending if o < offset)
@@ -68,6 +91,19 @@ class OffsetTracker:
         if p is not None:
             p.finish(offset)
 
+    def deliver_many(self, msgs: Iterable[Message]) -> None:
+        """``deliver`` every record of one poll, partition by partition (hot path)."""
+        for tp, offsets in _runs(msgs).items():
+            self.of(tp).deliver_run(offsets)
+
+    def finish_many(self, msgs: Iterable[Message]) -> None:
+        """``finish`` every record of a handled batch, partition by partition (hot path)."""
+        partitions = self.partitions
+        for tp, offsets in _runs(msgs).items():
+            p = partitions.get(tp)
+            if p is not None:
+                p.finish_run(offsets)
+
     def positions(self) -> dict[TopicPartition, int]:
         out = {}
         for tp, p in self.partitions.items():
@@ -78,3 +114,14 @@ class OffsetTracker:
 
     def drop(self, tp: TopicPartition) -> None:
         self.partitions.pop(tp, None)
+
+
+def _runs(msgs: Iterable[Message]) -> dict[TopicPartition, list[int]]:
+    runs: dict[TopicPartition, list[int]] = {}
+    for m in msgs:
+        run = runs.get(m.tp)
+        if run is None:
+            runs[m.tp] = [m.offset]
+        else:
+            run.append(m.offset)
+    return runs

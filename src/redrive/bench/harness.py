@@ -1,0 +1,284 @@
+"""The benchmark harness: one broker, one pre-filled topic, every contender in the same run.
+
+Each contender runs in a child process of its own with a fresh consumer group reading the
+topic from the start. Contenders alternate within a round and rounds repeat; the report
+gives the median records/s and CPU seconds of the measured window, the child's peak RSS,
+and the ratio to the baseline (a hand-written confluent-kafka loop doing the same work).
+Ratios within one run hold on a noisy machine; absolute figures do not travel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from confluent_kafka import Producer
+
+from redrive import admin
+from redrive.bench.contenders import CONTENDERS, Job
+from redrive.errors import ClientError
+
+THROUGHPUT = ["baseline", "redrive-record", "redrive-batch", "redrive-record+bus",
+              "faststream-aiokafka", "faststream-confluent", "aiokafka-getmany"]  # fmt: skip
+
+
+@dataclass
+class Options:
+    records: int = 1_000_000
+    size: int = 100
+    partitions: int = 6
+    rounds: int = 3
+    max_poll_records: int = 500
+    contenders: list[str] = field(default_factory=lambda: list(THROUGHPUT))
+    io_records: int = 30_000
+    io_delay: float = 0.005
+    io_keys: int = 1000
+    io_concurrency: int = 64
+    timeout: float = 900.0  # per child process
+
+
+@dataclass
+class IoCase:
+    name: str
+    concurrency: int
+    ordering: str
+    share: int  # reads io_records // share records (sequential is slow)
+
+
+IO_CASES = [
+    IoCase("sequential", 1, "partition", 20),
+    IoCase("ordering=partition", 64, "partition", 4),
+    IoCase("ordering=key", 64, "key", 1),
+]
+
+
+def run(bootstrap: str | None, opts: Options) -> dict[str, Any]:
+    """Run the whole benchmark; start a local broker unless `bootstrap` is given."""
+    with _broker(bootstrap) as servers:
+        return _run(servers, opts)
+
+
+@contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    bootstrap = bootstrap or os.environ.get("REDRIVE_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        yield bootstrap
+        return
+    from redrive.broker import LocalKafka
+
+    with LocalKafka() as broker:
+        yield broker.bootstrap_servers
+
+
+def _run(bootstrap: str, opts: Options) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    topic = f"redrive-bench-{tag}"
+    io_topic = f"redrive-bench-io-{tag}"
+    admin.create_topics(bootstrap, {topic: opts.partitions, io_topic: opts.partitions})
+    fill(bootstrap, topic, opts.records, opts.size, keys=opts.io_keys)
+    if opts.io_records:
+        fill(bootstrap, io_topic, opts.io_records, opts.size, keys=opts.io_keys)
+    available = [c for c in opts.contenders if _installed(c)]
+    skipped = {c: "not installed (pip install 'redrive[bench]')" for c in opts.contenders
+               if c not in available}  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in available}
+    io_runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in IO_CASES}
+    for rnd in range(opts.rounds):
+        order = available if rnd % 2 == 0 else available[::-1]  # alternate the order too
+        for name in order:
+            job = Job(name, bootstrap, topic, f"bench-{tag}-{name}-{rnd}", opts.records,
+                      opts.max_poll_records)  # fmt: skip
+            runs[name].append(run_child(job, opts.timeout))
+        for case in IO_CASES if opts.io_records else ():
+            n = max(10, opts.io_records // case.share)
+            job = Job("redrive-io", bootstrap, io_topic, f"bench-{tag}-io-{case.name}-{rnd}",
+                      n, opts.max_poll_records, opts.io_delay, case.concurrency,
+                      case.ordering)  # fmt: skip
+            io_runs[case.name].append(run_child(job, opts.timeout))
+    return report(opts, runs, io_runs, skipped)
+
+
+def _installed(contender: str) -> bool:
+    needs = CONTENDERS[contender][1]
+    return needs is None or importlib.util.find_spec(needs) is not None
+
+
+def fill(bootstrap: str, topic: str, n: int, size: int, *, keys: int) -> None:
+    """Produce `n` records of `size` bytes with keys "0".."keys-1" and wait for all acks."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                         "batch.num.messages": 10000, "queue.buffering.max.messages": 500000,
+                         "log_level": 0})  # fmt: skip
+    value = b"x" * size
+    key_list = [str(i).encode() for i in range(keys)]
+    failed: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, value, key_list[i % keys], on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10000 == 0:
+            producer.poll(0)
+    left = producer.flush(120)
+    if left or failed:
+        raise ClientError(f"filling {topic!r} failed: {failed[:3] or f'{left} unsent'}")
+
+
+def run_child(job: Job, timeout: float) -> dict[str, Any]:
+    """Run one contender in a child process of its own; its JSON result."""
+    cmd = [sys.executable, "-m", "redrive.bench.child", json.dumps(asdict(job))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"bench contender {job.contender} took over {timeout:g} s") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"bench contender {job.contender} failed: {' | '.join(tail)}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def report(
+    opts: Options,
+    runs: dict[str, list[dict[str, Any]]],
+    io_runs: dict[str, list[dict[str, Any]]],
+    skipped: dict[str, str],
+) -> dict[str, Any]:
+    rows = []
+    base = _median([r["records_per_s"] for r in runs.get("baseline", [])])
+    for name, results in runs.items():
+        rate = _median([r["records_per_s"] for r in results])
+        rss = [r["peak_rss_mib"] for r in results]
+        rows.append({
+            "contender": name,
+            "records_per_s": round(rate),
+            "cpu_s": round(_median([r["cpu_s"] for r in results]), 2),
+            "peak_rss_mib": round(max(rss), 1) if rss else None,
+            "rss_first_last_mib": _first_last(results),
+            "ratio": round(rate / base, 3) if base else None,
+            "rounds": [round(r["records_per_s"]) for r in results],
+        })  # fmt: skip
+    ideal = opts.io_concurrency / opts.io_delay if opts.io_delay else None
+    io_rows = []
+    for name, results in io_runs.items():
+        if not results:
+            continue
+        rate = _median([r["records_per_s"] for r in results])
+        io_rows.append({
+            "mode": name,
+            "records": results[0]["records"],
+            "records_per_s": round(rate),
+            "of_ideal": round(rate / ideal, 3) if ideal else None,
+            "rounds": [round(r["records_per_s"]) for r in results],
+        })  # fmt: skip
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "versions": _versions(),
+        "sizes": {
+            "records": opts.records,
+            "size": opts.size,
+            "partitions": opts.partitions,
+            "rounds": opts.rounds,
+            "max_poll_records": opts.max_poll_records,
+        },  # fmt: skip
+        "throughput": rows,
+        "skipped": skipped,
+        "io": {
+            "records": opts.io_records,
+            "delay_s": opts.io_delay,
+            "keys": opts.io_keys,
+            "concurrency": opts.io_concurrency,
+            "ideal_records_per_s": ideal,
+            "modes": io_rows,
+        },  # fmt: skip
+    }
+
+
+def _first_last(results: list[dict[str, Any]]) -> list[float] | None:
+    """RSS early in the window and at its end (the median round): flat, or growing?"""
+    samples = [r["rss_mib"] for r in results if r["rss_mib"]]
+    if not samples:
+        return None
+    mid = samples[len(samples) // 2]
+    return [mid[0][1], mid[-1][1]]
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("redrive", "confluent-kafka", "faststream", "aiokafka"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    import confluent_kafka
+
+    out["librdkafka"] = confluent_kafka.libversion()[0]
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """The report as Markdown tables."""
+    s = result["sizes"]
+    lines = [
+        f"{result['date']}; {result['machine']}; "
+        + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        f"{s['records']:,} records of {s['size']} bytes on {s['partitions']} partitions, "
+        f"max_poll_records {s['max_poll_records']}, median of {s['rounds']} rounds",
+        "",
+        "| contender | records/s | ratio to baseline | CPU s | peak RSS MiB | RSS early → end |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in result["throughput"]:
+        fl = r["rss_first_last_mib"]
+        lines.append(
+            f"| {r['contender']} | {r['records_per_s']:,} | {r['ratio']} | {r['cpu_s']} | "
+            f"{r['peak_rss_mib']} | {f'{fl[0]} → {fl[1]}' if fl else '-'} |"
+        )
+    for name, why in result["skipped"].items():
+        lines.append(f"| {name} | skipped: {why} | | | | |")
+    io = result["io"]
+    if io["modes"]:
+        lines += [
+            "",
+            f"I/O-bound: handler awaits {io['delay_s'] * 1000:g} ms per record, "
+            f"{s['partitions']} partitions, {io['keys']:,} keys; ideal = "
+            f"{io['concurrency']} / {io['delay_s']:g} s = {io['ideal_records_per_s']:,.0f}/s",
+            "",
+            "| mode | records | records/s | of ideal |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for m in io["modes"]:
+            lines.append(
+                f"| {m['mode']} | {m['records']:,} | {m['records_per_s']:,} | {m['of_ideal']} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""`redrive bench` keeps working: a small run against the session's broker, checking the
+shape of its JSON, never its speed. Peers that are not installed are reported as skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from redrive.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke_json_shape(kafka, capsys) -> None:
+    code = main(["bench", "--bootstrap-servers", kafka, "--records", "3000", "--rounds", "1",
+                 "--partitions", "3", "--io-records", "600", "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {r["contender"]: r for r in result["throughput"]}
+    assert {"baseline", "redrive-record", "redrive-batch", "redrive-record+bus"} <= set(rows)
+    for name, needs in [("faststream-aiokafka", "faststream"),
+                        ("faststream-confluent", "faststream"),
+                        ("aiokafka-getmany", "aiokafka")]:  # fmt: skip
+        installed = importlib.util.find_spec(needs) is not None
+        assert (name in rows) == installed and (name in result["skipped"]) != installed
+    for r in rows.values():
+        assert r["records_per_s"] > 0 and r["cpu_s"] >= 0 and r["peak_rss_mib"] > 0
+        assert isinstance(r["ratio"], float)
+    assert rows["baseline"]["ratio"] == 1.0
+    assert [m["mode"] for m in result["io"]["modes"]] == [
+        "sequential",
+        "ordering=partition",
+        "ordering=key",
+    ]
+    assert all(m["records_per_s"] > 0 for m in result["io"]["modes"])
+    assert result["sizes"]["records"] == 3000 and result["versions"]["confluent-kafka"]
