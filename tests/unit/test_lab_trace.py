@@ -287,3 +287,21 @@ def test_terminal_timeline_has_one_line_per_step() -> None:
     assert len(lines) == len(trace.steps)
     assert any("consumer -> consumer offsets  commit orders[0]=3" in line for line in lines)
     assert isinstance(trace.steps[2], Arrow)
+
+
+def test_a_record_handed_back_before_its_due_time_is_not_counted_as_handled() -> None:
+    from redrive.events import BackOff, Delivered, Failed
+    from redrive.lab.scenarios import Result, rows
+    from redrive.message import TopicPartition
+
+    tp = TopicPartition("orders-retry-0", 0)
+    events = [
+        Delivered("c", ((tp, 0, 2),)),
+        BackOff("c", tp, 0, 2, 0.4),  # not due yet: the handler never ran
+        Delivered("c", ((tp, 0, 2),)),
+        Failed("c", tp, 0, 2, "RuntimeError", "still failing"),
+        BackOff("c", tp, 0, 2, 1.0),  # a real back-off after a failure
+    ]
+    result = Result("x", "X", "R4", "story", events=events, names={("orders-retry-0", 0, 0): "m2"})
+    (row,) = rows(result)
+    assert row.handled == 1

@@ -318,11 +318,18 @@ def rows(result: Result) -> list[Row]:
     """Per record: times handed to the handler, and its final outcome."""
     handled: dict[tuple[str, int, int], int] = {}
     outcome: dict[tuple[str, int, int], str] = {}
+    open_: set[tuple[str, int, int]] = set()  # handed over, no result yet
     for e in result.events:
         if isinstance(e, Delivered):
             for tp, o, _ in e.records:
                 key = (tp.topic, tp.partition, o)
                 handled[key] = handled.get(key, 0) + 1
+                open_.add(key)
+        elif isinstance(e, Succeeded | Failed):
+            open_.discard((e.tp.topic, e.tp.partition, e.offset))
+        if isinstance(e, BackOffEvent) and (key := (e.tp.topic, e.tp.partition, e.offset)) in open_:
+            handled[key] -= 1  # handed back before its due time (Defer): the handler never ran
+            open_.discard(key)
         elif isinstance(e, Succeeded):
             outcome[(e.tp.topic, e.tp.partition, e.offset)] = "handled"
         elif isinstance(e, Failed):
