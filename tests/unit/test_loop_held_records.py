@@ -15,43 +15,19 @@ from redrive.message import Message, TopicPartition
 from redrive.recover.base import Skip
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
+from redrive.testing import FakeRecord
 
 TP = TopicPartition("orders", 0)
 
 
-class Raw:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def topic(self) -> str:
-        return TP.topic
-
-    def partition(self) -> int:
-        return TP.partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return None
-
-    def value(self) -> bytes | None:
-        return f"m{self._offset + 1}".encode()
-
-    def headers(self) -> list[tuple[str, bytes | None]] | None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def error(self) -> Any:
-        return None
+def raw(offset: int) -> FakeRecord:
+    return FakeRecord(TP.topic, TP.partition, offset, None, f"m{offset + 1}".encode())
 
 
 class ScriptedClient:
     """Returns the scripted polls in order (nothing once they run out); records commits."""
 
-    def __init__(self, polls: list[list[Raw]]) -> None:
+    def __init__(self, polls: list[list[FakeRecord]]) -> None:
         self.polls = polls
         self.commits: list[dict[TopicPartition, int]] = []
 
@@ -90,7 +66,7 @@ class ScriptedClient:
 
 
 def test_batch_retried_in_place_is_committed_before_the_next_poll_is_handled() -> None:
-    client = ScriptedClient([[Raw(0), Raw(1), Raw(2)], [Raw(3)]])
+    client = ScriptedClient([[raw(0), raw(1), raw(2)], [raw(3)]])
     calls: list[tuple[list[int], list[dict[TopicPartition, int]]]] = []
 
     def handle(batch: list[Message]) -> None:
