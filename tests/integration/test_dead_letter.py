@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from typing import Any
 
 import pytest
 
@@ -264,10 +265,24 @@ def test_d3_unacknowledged_dead_letter_is_awaited_not_written_twice(
     publisher = DeadLetter()
     retry = Retry(backoff=BackOff.none(), recovery=BackOff.fixed(0.3, max_attempts=None))
 
+    class FirstFlushSeesNoAck:
+        """The producer, except that its first flush returns before any acknowledgement
+        is served: the write is in flight, its report not yet seen (deterministically)."""
+
+        def __init__(self, producer: Any) -> None:
+            self.producer, self.flushes = producer, 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.producer, name)
+
+        def flush(self, timeout: float) -> int:
+            self.flushes += 1
+            return 1 if self.flushes == 1 else int(self.producer.flush(timeout))
+
     @app.listener(topic, value_deserializer="str", retry=retry, recoverer=publisher)
     def handle(msg: Message) -> None:
-        if msg.value == "second":  # the first one was written normally (metadata known)
-            publisher.timeout = 0.0  # from now on no write is acknowledged "in time"
+        if msg.value == "second" and not isinstance(publisher._producer, FirstFlushSeesNoAck):
+            publisher._producer = FirstFlushSeesNoAck(publisher._producer)  # type: ignore[assignment]
         raise ConnectionError(f"cannot store {msg.value}")
 
     with running(app) as rec:
