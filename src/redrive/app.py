@@ -152,6 +152,12 @@ class App:
         check_concurrency(concurrency, ordering, max_in_flight)
         if batch and concurrency > 1:
             raise ConfigError("concurrency", "applies to record listeners (@app.listener) only")
+        if concurrency > 1 and commit is not None and commit.manual_ack:
+            raise ConfigError(
+                "commit",
+                "Commit.manual() does not combine with concurrency > 1: a record is "
+                "done when its handler returns; use Commit.per_poll() or Commit.interval()",
+            )
         commit = commit or Commit.per_poll()
         if retry_topics is not None and recoverer is not None:
             raise ConfigError(

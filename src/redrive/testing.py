@@ -131,9 +131,8 @@ class FakeClient:
         """Take partitions away as a rebalance would (the loop's revoke callback runs)."""
         assert self._callbacks is not None
         self._callbacks[1](list(partitions))
+        # like librdkafka, the pause flag outlives the assignment
         self.assigned = [tp for tp in self.assigned if tp not in partitions]
-        for tp in partitions:
-            self.paused.discard(tp)
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         assert self._callbacks is not None

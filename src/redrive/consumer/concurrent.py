@@ -81,6 +81,7 @@ class ConcurrentRecords:
         self._running: dict[TopicPartition, int] = {}  # records being handled, per partition
         self._epoch: dict[TopicPartition, int] = {}  # bumped on revocation
         self._done: deque[tuple[Message, int]] = deque()  # final outcomes for the loop thread
+        self._recovered: set[int] = set()  # ids of messages in _done that were recovered
         self._error: BaseException | None = None
         self._closing = False
         self.in_flight = 0  # handed over, not yet settled by the loop thread
@@ -248,7 +249,13 @@ class ConcurrentRecords:
             if self._share:
                 self._per_tp[msg.tp] -= 1
             if self._epoch.get(msg.tp, 0) == epoch:
-                self.loop._succeeded(msg)
+                if id(msg) in self._recovered:  # final, but not a success (circuit breaker)
+                    self._recovered.discard(id(msg))
+                    self.loop.tracker.finish(msg.tp, msg.offset)
+                else:
+                    self.loop._succeeded(msg)
+            else:
+                self._recovered.discard(id(msg))
         self.in_flight -= settled
 
     def close(self, timeout: float) -> None:
@@ -423,12 +430,13 @@ class ConcurrentRecords:
         while True:
             try:
                 spec.recoverer.recover(msg, exc, ctx)
+                self._recovered.add(id(msg))
                 return True
             except ListenerStopped:
                 raise
             except Exception as rexc:  # the record stays unfinished; try again later (D3)
                 tries += 1
-                delay = spec.retry.recovery.next_delay(tries, 0.0) or 0.0
+                delay = spec.retry.recovery.delay_forever(tries)
                 log.error("%s: recovering %s[%d]@%d failed, retrying in %.1fs: %s",
                           spec.name, msg.topic, msg.partition, msg.offset, delay, rexc)  # fmt: skip
                 if not self._sleep_sync(msg, epoch, delay):

@@ -87,6 +87,8 @@ class Loop:
         self._manual_ack = spec.commit.manual_ack
         self._aloop: asyncio.AbstractEventLoop | None = None
         self.handled = 0  # records handled successfully (read by the circuit breaker)
+        self._gone: set[TopicPartition] = set()  # revoked or lost during the current poll
+        self._recovered: dict[TopicPartition, set[int]] = {}  # recovered, not committed past
         self._tps: dict[str, dict[int, TopicPartition]] = {}
         self._decode = spec.value_deserializer is not None or spec.key_deserializer is not None
         self._pool: ConcurrentRecords | None = None
@@ -145,6 +147,10 @@ class Loop:
         if pool is not None:
             timeout, max_records = pool.before_poll(timeout, max_records)
         records = self.client.poll(max_records, timeout)
+        if self._gone and records:  # revoked or lost inside this poll: not ours any more (C5)
+            gone = self._gone
+            records = [r for r in records if (r.topic(), r.partition()) not in gone]
+        self._gone = set()
         if records:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
@@ -188,6 +194,9 @@ class Loop:
 
     def _process(self, msg: Message) -> bool:
         """Hand one record to the handler; True when it reached a final outcome."""
+        if self._recovered and msg.offset in self._recovered.get(msg.tp, ()):
+            self.tracker.finish(msg.tp, msg.offset)  # recovered before a rewind: final
+            return True
         state = self._attempts.get((msg.tp, msg.offset)) if self._attempts else None
         if state is not None:
             if state.used_up:  # also: a previous owner died in the last allowed attempt
@@ -276,7 +285,7 @@ class Loop:
             state.exhausted = True
             state.recoveries += 1
             state.last_error = exc
-            delay = spec.retry.recovery.next_delay(state.recoveries) or 0.0
+            delay = spec.retry.recovery.delay_forever(state.recoveries)
             log.error(
                 "%s: recovering %s[%d]@%d failed, retrying in %.1fs: %s",
                 spec.name, msg.topic, msg.partition, msg.offset, delay, rexc,
@@ -290,6 +299,7 @@ class Loop:
             return False
         self.tracker.finish(msg.tp, msg.offset)
         self._attempts.pop((msg.tp, msg.offset), None)
+        self._recovered.setdefault(msg.tp, set()).add(msg.offset)
         return True
 
     def _wait(self, msg: Message, delay: float) -> None:
@@ -334,31 +344,48 @@ class Loop:
         if self._manual_ack:
             for m in msgs:
                 m._ack = self._acks.append
-        attempts = self._attempts
-        if not attempts and all(m.error is None for m in msgs):  # the common case
-            self._call_batch(msgs)
+        attempts, recovered = self._attempts, self._recovered
+        if not attempts and not recovered and all(m.error is None for m in msgs):
+            self._call_batch(msgs)  # the common case
             return
         # Undecodable records never reach a batch handler (F4), nor do records whose tries
-        # are over and whose recovery failed before (D3): only the recoverer is tried again.
-        direct = {
-            (m.tp, m.offset)
-            for m in msgs
-            if m.error is not None
-            or (attempts and (s := attempts.get((m.tp, m.offset))) is not None and s.used_up)
-        }
-        if not direct:
-            self._call_batch(msgs)
-            return
+        # are over and whose recovery failed before (D3): only the recoverer is tried again;
+        # nor records recovered before a rewind (they are final). Retried records carry on
+        # their attempt count (R3).
+        direct: set[tuple[TopicPartition, int]] = set()
         parked_at: dict[TopicPartition, int] = {}
+        now = self.wall_clock()
         for m in msgs:
-            if (m.tp, m.offset) in direct and m.tp not in parked_at and not self._process(m):
-                parked_at[m.tp] = m.offset
-                self._park(m.tp, [x for x in msgs if x.tp == m.tp and x.offset >= m.offset])
+            if m.tp in parked_at:
+                continue
+            state = attempts.get((m.tp, m.offset)) if attempts else None
+            if (
+                m.error is not None
+                or (state is not None and state.used_up)
+                or (recovered and m.offset in recovered.get(m.tp, ()))
+            ):
+                direct.add((m.tp, m.offset))
+            elif state is not None:
+                wait, state.due = state.due - now, 0.0
+                if wait > 0:  # a previous owner's back-off is not over: wait out the rest
+                    m.attempt = state.count
+                    self._wait(m, wait)
+                    parked_at[m.tp] = m.offset
+                    self._park(m.tp, [x for x in msgs if x.tp == m.tp and x.offset >= m.offset])
+                    continue
+                m.attempt = state.count + 1
+                if self._persist_attempts:
+                    self._commit_attempt(m.tp, m.offset, replace(state, count=m.attempt))
+        for m in msgs:
+            if (m.tp, m.offset) in direct and m.offset < parked_at.get(m.tp, _END):
+                if not self._process(m):
+                    parked_at[m.tp] = m.offset
+                    self._park(m.tp, [x for x in msgs if x.tp == m.tp and x.offset >= m.offset])
         self._call_batch(
             [
                 m
                 for m in msgs
-                if (m.tp, m.offset) not in direct and m.offset < parked_at.get(m.tp, 1 << 62)
+                if (m.tp, m.offset) not in direct and m.offset < parked_at.get(m.tp, _END)
             ]
         )
 
@@ -381,7 +408,12 @@ class Loop:
                 msgs = [m for m in msgs[defer.index + 1 :] if m.tp != waiting.tp]
                 continue
             except BatchFailed as signal:
-                index = signal.index if signal.index is not None else msgs.index(signal.message)  # type: ignore[arg-type]
+                index = _index_of(signal, msgs)
+                if index is None:  # names no record of this batch: as if it named none
+                    log.warning("%s: %s names no record of the batch of %d; retrying it whole",
+                                self.spec.name, signal, len(msgs))  # fmt: skip
+                    self._on_batch_failure(msgs, signal)
+                    return
                 for m in msgs[:index]:
                     self._succeeded(m)
                 failed = msgs[index]
@@ -401,6 +433,7 @@ class Loop:
                     self._succeeded(m)
             else:  # nothing to record per record: finish the batch in one step per partition
                 self.tracker.finish_many(msgs)
+                self.handled += len(msgs)
             return
 
     def _on_batch_failure(self, msgs: list[Message], exc: Exception) -> None:
@@ -468,7 +501,14 @@ class Loop:
     # -- commits ----------------------------------------------------------------------
 
     def _commit_attempt(self, tp: TopicPartition, offset: int, state: Attempt) -> None:
-        """Commit the position `offset` with the record's attempt state (R3)."""
+        """Commit the position `offset` with the record's attempt state (R3).
+
+        Only when every record before it is final (manual acks, batch order): otherwise the
+        state waits in memory and ``_flush`` attaches it once the position reaches `offset`.
+        """
+        pos = self.tracker.of(tp).position()
+        if pos is not None and pos < offset:
+            return
         try:
             self.client.commit({tp: (offset, state.to_metadata(offset))})
         except CommitFailed as exc:
@@ -517,6 +557,10 @@ class Loop:
                 log.warning("%s: %s (will retry)", self.spec.name, exc)
                 return
         committed.update(changed)
+        if self._recovered:  # committed past: a rewind can no longer bring them back
+            for tp, pos in changed.items():
+                if tp in self._recovered:
+                    self._recovered[tp] = {o for o in self._recovered[tp] if o >= pos}
         if self.bus:
             meta = tuple((tp, m) for tp, (_, m) in payload.items() if m)
             self.bus.emit(Committed(self.spec.name, tuple(changed.items()), meta, reason))
@@ -530,12 +574,25 @@ class Loop:
     # -- rebalance (called inside client.poll) ------------------------------------------
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        self._gone.difference_update(partitions)
+        if partitions:
+            # librdkafka keeps a partition's pause flag across revocation and re-assignment;
+            # a partition paused for a back-off when it was taken away would stall forever.
+            try:
+                self.client.resume(partitions)
+            except Exception as exc:
+                log.warning("%s: resuming assigned partitions: %s", self.spec.name, exc)
         if self.bus:
             self.bus.emit(Assigned(self.spec.name, tuple(partitions)))
         if not partitions or not self._persist_attempts:
             return
         # Continue the attempt count of a record a previous owner was retrying (R3).
-        for tp, (pos, meta) in self.client.committed(partitions).items():
+        try:
+            committed = self.client.committed(partitions)
+        except Exception as exc:  # raising here would stop the listener; counts restart
+            log.warning("%s: reading attempt state failed, counts restart: %s", self.spec.name, exc)
+            return
+        for tp, (pos, meta) in committed.items():
             state = Attempt.from_metadata(meta, pos)
             if state is not None:
                 self._attempts[(tp, pos)] = state
@@ -565,7 +622,9 @@ class Loop:
             self.bus.emit(Lost(self.spec.name, tuple(partitions)))
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        self._gone.update(partitions)
         for tp in partitions:
+            self._recovered.pop(tp, None)
             self.tracker.drop(tp)
             self._committed.pop(tp, None)
             self._stored.pop(tp, None)
@@ -620,6 +679,15 @@ class Loop:
             return aloop.run_until_complete(handler(arg))
 
         return call
+
+
+_END = 1 << 62  # past any offset
+
+
+def _index_of(signal: BatchFailed, msgs: list[Message]) -> int | None:
+    if signal.index is not None:
+        return signal.index if 0 <= signal.index < len(msgs) else None
+    return next((i for i, m in enumerate(msgs) if m is signal.message), None)
 
 
 class _LastError(Exception):

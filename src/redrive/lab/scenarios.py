@@ -605,7 +605,12 @@ def batch(lab: Lab) -> None:
         [],
         [c for c in commits[:first_ok] if c != {0: 0}],
     )
-    lab.check("positions committed from then on", [{0: 3}, {0: 4}, {0: 6}], commits[first_ok:])
+    # Before the retry of m5 its attempt count is committed at position 4 again (R3): the
+    # same position twice in a row is one step.
+    later = [
+        c for i, c in enumerate(commits[first_ok:]) if i == 0 or c != commits[first_ok + i - 1]
+    ]
+    lab.check("positions committed from then on", [{0: 3}, {0: 4}, {0: 6}], later)
     lab.check("committed position", {0: 6}, lab.committed(topic))
 
 

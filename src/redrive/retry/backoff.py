@@ -101,3 +101,9 @@ class BackOff:
         if self.max_elapsed is not None:
             limits.append(f"{self.max_elapsed:g}s in all")
         return f"{text}, {' or '.join(limits) or 'until it works'}"
+
+    def delay_forever(self, attempts: int) -> float:
+        """Like ``next_delay``, but past the limits the longest delay instead of stopping:
+        for what must be tried until it works (a recoverer: giving up would lose a record)."""
+        delay = self.next_delay(attempts)
+        return self.max_delay if delay is None else delay

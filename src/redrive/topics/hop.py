@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -57,6 +58,7 @@ class ChainRecoverer:
         self.group_id = group_id
         self._source_of = {t: s for s in self.sources for t in chain.retry_topics(s)}
         self._next = ""
+        self._lock = threading.Lock()
         self._publisher = DeadLetter(topic=lambda _msg: self._next, timeout=timeout)
 
     def source_of(self, msg: Message) -> str:
@@ -109,10 +111,12 @@ class ChainRecoverer:
         written: list[Event] = []
         quiet = EventBus()
         quiet.subscribe(written.append)
-        self._next = dest
-        self._publisher.recover(
-            out, exc, Context(ctx.listener, self.group_id, attempt, first_failure, quiet, ctx.kafka)
-        )
+        with self._lock:  # the destination travels through self._next: one hop at a time
+            self._next = dest
+            self._publisher.recover(
+                out, exc,
+                Context(ctx.listener, self.group_id, attempt, first_failure, quiet, ctx.kafka),
+            )  # fmt: skip
         if delay is None:
             log.info(
                 "%s: %s[%d]@%d dead-lettered to %s (%s): %s: %s",
@@ -278,6 +282,9 @@ def retry_listener(spec: ListenerSpec, chain: RetryTopics) -> ListenerSpec:
         topics=tuple(t for s in spec.topics for t in chain.retry_topics(s)),
         group_id=group,
         handler=due_gate(spec.handler, batch=spec.batch),
+        # one record at a time: a record not yet due pauses its partition (R4) rather than
+        # holding a worker asleep
+        concurrency=1,
         recoverer=ChainRecoverer(chain, spec.topics, spec.group_id),
         # librdkafka keeps one fetch per broker in flight; while the broker holds a long
         # poll for empty partitions, a partition resumed at its due time waits for it. A
