@@ -241,3 +241,13 @@ def test_manual_acks_do_not_combine_with_concurrency() -> None:
     app = App("127.0.0.1:1", "g")
     with pytest.raises(ConfigError, match="Commit.manual\\(\\) does not combine with concurrency"):
         app.listener("t", concurrency=4, commit=Commit.manual())(lambda m: None)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    ['{"redrive":1,"offset":0}', '{"redrive":1,"offset":0,"attempts":"x","first_failure":1}'],
+)
+def test_damaged_attempt_metadata_starts_the_count_over(metadata: str) -> None:
+    from redrive.retry.attempts import Attempt
+
+    assert Attempt.from_metadata(metadata, 0) is None

@@ -71,11 +71,14 @@ class Attempt:
         if not isinstance(data, dict) or data.get("redrive") != 1 or data.get("offset") != offset:
             return None
         limit = data.get("limit")
-        return Attempt(
-            int(data["attempts"]),
-            float(data["first_failure"]),
-            bool(data.get("exhausted")),
-            limit=int(limit) if isinstance(limit, int) else None,
-            error_text=str(data.get("error", "")),
-            due=float(data.get("due", 0.0)),
-        )
+        try:
+            return Attempt(
+                int(data["attempts"]),
+                float(data["first_failure"]),
+                bool(data.get("exhausted")),
+                limit=int(limit) if isinstance(limit, int) else None,
+                error_text=str(data.get("error", "")),
+                due=float(data.get("due", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError):  # not ours after all, or damaged: start over
+            return None
