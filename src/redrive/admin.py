@@ -16,25 +16,42 @@ from redrive.message import TopicPartition
 Record = tuple[bytes | str | None, bytes | str | None] | bytes | str
 
 
-def _quiet(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {"log_level": 0, **config}
+Servers = str | Mapping[str, Any]
+"""A bootstrap address, or a full client configuration (security settings included) that
+holds ``bootstrap.servers``."""
 
 
-def check_reachable(bootstrap_servers: str, timeout: float = 10.0) -> None:
+def client_config(servers: Servers) -> dict[str, Any]:
+    """The client settings for `servers`."""
+    if isinstance(servers, str):
+        return {"bootstrap.servers": servers}
+    return dict(servers)
+
+
+def address(servers: Servers) -> str:
+    """The bootstrap address alone (never the secrets of a configuration), for messages."""
+    return servers if isinstance(servers, str) else str(servers.get("bootstrap.servers"))
+
+
+def _quiet(servers: Servers, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"log_level": 0, **client_config(servers), **(extra or {})}
+
+
+def check_reachable(bootstrap_servers: Servers, timeout: float = 10.0) -> None:
     """Raise KafkaUnavailable, naming the address, when no broker answers in time."""
-    admin = AdminClient(_quiet({"bootstrap.servers": bootstrap_servers}))
+    admin = AdminClient(_quiet(bootstrap_servers))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise KafkaUnavailable(
-            f"no Kafka broker answered at {bootstrap_servers} within {timeout:g} s "
+            f"no Kafka broker answered at {address(bootstrap_servers)} within {timeout:g} s "
             f"({exc.args[0].str() if exc.args else exc}). Is the broker running? For a local "
             "one: `redrive broker up`."
         ) from None
 
 
 def create_topics(
-    bootstrap_servers: str,
+    bootstrap_servers: Servers,
     topics: Mapping[str, int] | Iterable[str],
     *,
     config: Mapping[str, str] | None = None,
@@ -42,7 +59,7 @@ def create_topics(
 ) -> None:
     """Create topics (name -> partitions, or names with 1 partition); existing ones are kept."""
     wanted = dict(topics) if isinstance(topics, Mapping) else {t: 1 for t in topics}
-    admin = AdminClient(_quiet({"bootstrap.servers": bootstrap_servers}))
+    admin = AdminClient(_quiet(bootstrap_servers))
     new = [
         NewTopic(name, num_partitions=n, replication_factor=-1, config=dict(config or {}))
         for name, n in wanted.items()
@@ -72,9 +89,9 @@ def _wait_for_leaders(admin: AdminClient, wanted: Mapping[str, int], timeout: fl
     raise ClientError(f"topics {sorted(wanted)} had no leaders after {timeout:g} s")
 
 
-def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 10.0) -> int | None:
+def topic_partitions(bootstrap_servers: Servers, topic: str, timeout: float = 10.0) -> int | None:
     """The partition count of `topic`, or None when it does not exist."""
-    admin = AdminClient(_quiet({"bootstrap.servers": bootstrap_servers}))
+    admin = AdminClient(_quiet(bootstrap_servers))
     md = admin.list_topics(topic=topic, timeout=timeout)
     t = md.topics.get(topic)
     if t is None or t.error is not None:
@@ -87,7 +104,7 @@ def _bytes(v: bytes | str | None) -> bytes | None:
 
 
 def produce(
-    bootstrap_servers: str,
+    bootstrap_servers: Servers,
     topic: str,
     records: Iterable[Record],
     *,
@@ -98,7 +115,7 @@ def produce(
 
     Returns (partition, offset) of each record in order.
     """
-    producer = Producer(_quiet({"bootstrap.servers": bootstrap_servers, "linger.ms": 5}))
+    producer = Producer(_quiet(bootstrap_servers, {"linger.ms": 5}))
     results: list[tuple[int, int] | None] = []
     errors: list[str] = []
 
@@ -133,12 +150,12 @@ def produce(
 
 
 def committed_offsets(
-    bootstrap_servers: str, group_id: str, topic: str, partitions: int | None = None
+    bootstrap_servers: Servers, group_id: str, topic: str, partitions: int | None = None
 ) -> dict[int, int | None]:
     """The group's committed position per partition of `topic` (None: nothing committed)."""
     n = partitions or topic_partitions(bootstrap_servers, topic) or 0
     consumer = Consumer(
-        _quiet({"bootstrap.servers": bootstrap_servers, "group.id": group_id,
+        _quiet(bootstrap_servers, {"group.id": group_id,
                 "enable.auto.commit": False})
     )  # fmt: skip
     try:
@@ -148,10 +165,10 @@ def committed_offsets(
     return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in got}
 
 
-def committed_metadata(bootstrap_servers: str, group_id: str, tp: TopicPartition) -> str | None:
+def committed_metadata(bootstrap_servers: Servers, group_id: str, tp: TopicPartition) -> str | None:
     """The metadata string committed with the group's position of one partition."""
     consumer = Consumer(
-        _quiet({"bootstrap.servers": bootstrap_servers, "group.id": group_id,
+        _quiet(bootstrap_servers, {"group.id": group_id,
                 "enable.auto.commit": False})
     )  # fmt: skip
     try:
@@ -161,12 +178,10 @@ def committed_metadata(bootstrap_servers: str, group_id: str, tp: TopicPartition
     return got.metadata or None
 
 
-def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+def end_offsets(bootstrap_servers: Servers, topic: str) -> dict[int, int]:
     """The end offset (high watermark) per partition of `topic`."""
     n = topic_partitions(bootstrap_servers, topic) or 0
-    consumer = Consumer(
-        _quiet({"bootstrap.servers": bootstrap_servers, "group.id": "redrive-peek"})
-    )
+    consumer = Consumer(_quiet(bootstrap_servers, {"group.id": "redrive-peek"}))
     try:
         return {
             p: consumer.get_watermark_offsets(KTopicPartition(topic, p), timeout=10)[1]
@@ -176,11 +191,11 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def read_all(bootstrap_servers: str, topic: str, timeout: float = 10.0) -> list[Any]:
+def read_all(bootstrap_servers: Servers, topic: str, timeout: float = 10.0) -> list[Any]:
     """Every record now in `topic` (confluent-kafka messages), partition by partition."""
     ends = end_offsets(bootstrap_servers, topic)
     consumer = Consumer(
-        _quiet({"bootstrap.servers": bootstrap_servers, "group.id": "redrive-peek",
+        _quiet(bootstrap_servers, {"group.id": "redrive-peek",
                 "enable.auto.commit": False})
     )  # fmt: skip
     out: list[Any] = []

@@ -153,3 +153,22 @@ def test_d4_reads_spring_kafka_dead_letters(kafka, make_topic, capsys) -> None:
     assert h["kafka_dlt-exception-stacktrace"] == stack and h["traceparent"] == "00-abc-01"
     text = _cli(capsys, kafka, "show", topic, "0")
     assert "java.lang.IllegalStateException: no customer 42" in text
+
+
+def test_d4_command_config_carries_client_settings_and_never_echoes_them(
+    kafka, make_topic, capsys, tmp_path
+) -> None:
+    dlt_topic = make_topic("dlt")
+    admin.produce(kafka, dlt_topic, [b"dead"])
+    config = tmp_path / "client.properties"
+    config.write_text("# a comment\nsecurity.protocol=PLAINTEXT\nclient.id=redrive-dlt-test\n")
+    assert cli.main(["dlt", "ls", dlt_topic, "--bootstrap-servers", kafka,
+                     "--command-config", str(config), "--json"]) == 0  # fmt: skip
+    assert [r["offset"] for r in json.loads(capsys.readouterr().out)] == [0]
+
+    config.write_text("sasl.password hunter2\n")
+    assert cli.main(["dlt", "ls", dlt_topic, "--bootstrap-servers", kafka,
+                     "--command-config", str(config)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"invalid setting '--command-config': {config}:1: expected key=value" in err
+    assert "hunter2" not in err

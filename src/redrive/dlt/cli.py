@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from redrive import admin
 from redrive.dlt.records import read
 from redrive.dlt.replay import Filter, parse_time, replay
-from redrive.errors import ClientError
+from redrive.errors import ClientError, ConfigError
 
 
 def add_parser(sub: Any) -> None:
@@ -50,6 +52,35 @@ def _bootstrap(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("REDRIVE_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         help="Kafka address (default: $REDRIVE_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
     )
+    p.add_argument(
+        "--command-config",
+        metavar="FILE",
+        default=os.environ.get("REDRIVE_KAFKA_CONFIG"),
+        help="client settings (key=value lines: security.protocol, sasl.*, ssl.*) for a "
+        "secured cluster (default: $REDRIVE_KAFKA_CONFIG)",
+    )
+
+
+def servers(args: argparse.Namespace) -> admin.Servers:
+    """The bootstrap address, with the settings of --command-config when given."""
+    if not args.command_config:
+        return str(args.bootstrap_servers)
+    settings: dict[str, str] = {}
+    try:
+        lines = Path(args.command_config).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError("--command-config", f"cannot read {args.command_config}: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(
+                "--command-config", f"{args.command_config}:{n}: expected key=value"
+            )  # the line itself may hold a secret: not repeated here
+        settings[key.strip()] = value.strip()
+    return {"bootstrap.servers": args.bootstrap_servers, **settings}
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -70,7 +101,7 @@ def _filter(args: argparse.Namespace) -> Filter:
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.action == "ls":
-        rows = [r for r in read(args.bootstrap_servers, args.topic) if _filter(args)(r)]
+        rows = [r for r in read(servers(args), args.topic) if _filter(args)(r)]
         if args.json:
             json.dump([r.summary() for r in rows], out, indent=2)
             out.write("\n")
@@ -79,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "show":
         found = [
-            r for r in read(args.bootstrap_servers, args.topic)
+            r for r in read(servers(args), args.topic)
             if r.partition == args.partition and r.offset == args.offset
         ]  # fmt: skip
         if not found:
@@ -100,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                 out.write(f"  {k}: {text}\n")
         return 0
     result = replay(
-        args.bootstrap_servers, args.topic, where=_filter(args), to=args.to,
+        servers(args), args.topic, where=_filter(args), to=args.to,
         dry_run=args.dry_run, force=args.force,
     )  # fmt: skip
     if args.json:

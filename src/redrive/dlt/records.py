@@ -146,10 +146,12 @@ def _preview(b: bytes | None, limit: int) -> str | None:
     return text + ("..." if len(b) > limit else "")
 
 
-def read(bootstrap_servers: str, topic: str, timeout: float = 30.0) -> list[DeadLetterRecord]:
+def read(
+    bootstrap_servers: admin.Servers, topic: str, timeout: float = 30.0
+) -> list[DeadLetterRecord]:
     """Every record now in the dead-letter topic `topic`, by partition and offset."""
     if admin.topic_partitions(bootstrap_servers, topic) is None:
-        raise ClientError(f"topic {topic!r} does not exist at {bootstrap_servers}")
+        raise ClientError(f"topic {topic!r} does not exist at {admin.address(bootstrap_servers)}")
     out = []
     for m in admin.read_all(bootstrap_servers, topic, timeout):
         headers: RawHeaders = tuple(m.headers() or ())

@@ -66,7 +66,7 @@ def ledger_topic(dlt_topic: str) -> str:
     return f"{dlt_topic}-replayed"
 
 
-def replayed_keys(bootstrap_servers: str, dlt_topic: str) -> set[str]:
+def replayed_keys(bootstrap_servers: admin.Servers, dlt_topic: str) -> set[str]:
     """``partition:offset`` of every dead letter of `dlt_topic` replayed so far."""
     topic = ledger_topic(dlt_topic)
     if admin.topic_partitions(bootstrap_servers, topic) is None:
@@ -94,7 +94,7 @@ def parse_time(text: str) -> float:
 
 
 def replay(
-    bootstrap_servers: str,
+    bootstrap_servers: admin.Servers,
     dlt_topic: str,
     *,
     where: Filter | Callable[[DeadLetterRecord], bool] | None = None,
@@ -140,7 +140,7 @@ def replay(
 
 
 def _first_retry_topic(
-    bootstrap_servers: str, origin: str, partitions: dict[str, int | None]
+    bootstrap_servers: admin.Servers, origin: str, partitions: dict[str, int | None]
 ) -> str:
     for t in (f"{origin}-retry-0", f"{origin}-retry"):
         if t not in partitions:
@@ -172,15 +172,15 @@ def _headers(r: DeadLetterRecord, to: Target) -> list[tuple[str, str | bytes | N
     return [*own, *origin, *hop, marker]
 
 
-def _producer(bootstrap_servers: str) -> Producer:
+def _producer(bootstrap_servers: admin.Servers) -> Producer:
     return Producer(
-        {"bootstrap.servers": bootstrap_servers, "acks": "all", "enable.idempotence": True,
+        {**admin.client_config(bootstrap_servers), "acks": "all", "enable.idempotence": True,
          "linger.ms": 5, "log_level": 0}
     )  # fmt: skip
 
 
 def _send(
-    bootstrap_servers: str,
+    bootstrap_servers: admin.Servers,
     items: Sequence[tuple[DeadLetterRecord, str, list[tuple[str, str | bytes | None]]]],
     partitions: dict[str, int | None],
 ) -> list[tuple[DeadLetterRecord, str, int, int]]:
@@ -222,7 +222,9 @@ def _send(
 
 
 def _record(
-    bootstrap_servers: str, dlt_topic: str, sent: Sequence[tuple[DeadLetterRecord, str, int, int]]
+    bootstrap_servers: admin.Servers,
+    dlt_topic: str,
+    sent: Sequence[tuple[DeadLetterRecord, str, int, int]],
 ) -> None:
     if not sent:
         return
