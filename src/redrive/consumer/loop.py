@@ -103,6 +103,9 @@ class Loop:
         bind = getattr(self.spec.recoverer, "bind", None)
         if bind is not None:  # e.g. a CircuitBreaker, which compares failures to successes
             bind(self.spec.name, lambda: self.handled)
+        prepare = getattr(self.spec.recoverer, "prepare", None)
+        if prepare is not None:  # e.g. the dead-letter producer: connect before it is needed
+            prepare(self.spec.kafka)
         self.client.subscribe(self.spec.topics, self._on_assign, self._on_revoke, self._on_lost)
         if self.bus:
             self.bus.emit(Started(self.spec.name, self.spec.group_id, self.spec.topics))

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from redrive.errors import ConfigError, ListenerStopped
 from redrive.message import Message
@@ -84,6 +85,11 @@ class CircuitBreaker:
         bind = getattr(self.recoverer, "bind", None)
         if bind is not None:
             bind(listener, handled)
+
+    def prepare(self, kafka: Mapping[str, Any]) -> None:
+        prepare = getattr(self.recoverer, "prepare", None)
+        if prepare is not None:
+            prepare(kafka)
 
     def _push(self, counts: _Counts, recovered: bool) -> None:
         counts.window.append(recovered)

@@ -4,7 +4,7 @@ the loop commit."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -63,10 +63,19 @@ class DeadLetter:
             return f"{msg.topic}-dlt"
         return self.topic(msg) if callable(self.topic) else self.topic
 
+    def prepare(self, kafka: Mapping[str, Any]) -> None:
+        """Create the producer when the listener starts: an idempotent producer first asks
+        the broker for its id, which would otherwise delay the first dead letter."""
+        with self._lock:
+            self._producer_with(kafka)
+
     def _producer_for(self, ctx: Context) -> Producer:
+        return self._producer_with(ctx.kafka)
+
+    def _producer_with(self, kafka: Mapping[str, Any]) -> Producer:
         if self._producer is None:
             settings = {
-                **producer_settings(ctx.kafka),
+                **producer_settings(kafka),
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,

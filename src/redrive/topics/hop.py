@@ -18,7 +18,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -134,6 +134,9 @@ class ChainRecoverer:
                 ctx.bus.emit(
                     RetryHop(ctx.listener, msg.tp, msg.offset, dest, attempt + 1, due / 1000)
                 )
+
+    def prepare(self, kafka: Mapping[str, Any]) -> None:
+        self._publisher.prepare(kafka)
 
     def close(self) -> None:
         self._publisher.close()
