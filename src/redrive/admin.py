@@ -70,10 +70,11 @@ def create_topics(
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise ClientError(f"could not create topic {name!r}: {exc.args[0].str()}") from None
-    _wait_for_leaders(admin, wanted, timeout)
+    wait_for_leaders(admin, wanted, timeout)
 
 
-def _wait_for_leaders(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
+def wait_for_leaders(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
+    """Wait until every topic in `wanted` has its partitions, each with a leader."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         md = admin.list_topics(timeout=timeout)

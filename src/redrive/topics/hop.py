@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from redrive.admin import wait_for_leaders
 from redrive.errors import ConfigError, Defer
 from redrive.events import DeadLettered, Event, EventBus, RetryHop
 from redrive.listener import ListenerSpec
@@ -257,22 +258,8 @@ def ensure_topics(
             f"missing topics could not be created: {', '.join(refused)}. Create them (with the "
             "source topic's partition count) and start again",
         )
-    _wait_for_leaders(admin, wanted, timeout)
+    wait_for_leaders(admin, wanted, timeout)
     log.info("created retry/dead-letter topics: %s", missing)
-
-
-def _wait_for_leaders(admin: AdminClient, wanted: dict[str, int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=timeout)
-        if all(
-            t in md.topics
-            and md.topics[t].error is None
-            and all(p.leader >= 0 for p in md.topics[t].partitions.values())
-            for t in wanted
-        ):
-            return
-        time.sleep(0.05)
 
 
 def retry_listener(spec: ListenerSpec, chain: RetryTopics) -> ListenerSpec:
