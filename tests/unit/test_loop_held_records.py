@@ -4,10 +4,8 @@ only when the next records arrived within the same step."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from redrive.consumer.client import Positions, RebalanceCallback
 from redrive.consumer.commit import Commit
 from redrive.consumer.loop import Loop
 from redrive.listener import ListenerSpec
@@ -15,7 +13,7 @@ from redrive.message import Message, TopicPartition
 from redrive.recover.base import Skip
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
-from redrive.testing import FakeRecord
+from redrive.testing import FakeClient, FakeRecord
 
 TP = TopicPartition("orders", 0)
 
@@ -24,45 +22,22 @@ def raw(offset: int) -> FakeRecord:
     return FakeRecord(TP.topic, TP.partition, offset, None, f"m{offset + 1}".encode())
 
 
-class ScriptedClient:
-    """Returns the scripted polls in order (nothing once they run out); records commits."""
+class ScriptedClient(FakeClient):
+    """The in-memory client, except that each poll returns the next scripted list."""
 
     def __init__(self, polls: list[list[FakeRecord]]) -> None:
+        super().__init__()
         self.polls = polls
-        self.commits: list[dict[TopicPartition, int]] = []
-
-    def subscribe(
-        self,
-        topics: Sequence[str],
-        on_assign: RebalanceCallback,
-        on_revoke: RebalanceCallback,
-        on_lost: RebalanceCallback,
-    ) -> None:
-        on_assign([TP])
+        self.logs[TP] = []  # the partition exists; its records come from the script
 
     def poll(self, max_records: int, timeout: float) -> list[Any]:
-        return self.polls.pop(0) if self.polls else []
+        if not self.assigned:
+            self.assign([TP])
+        return list(self.polls.pop(0)) if self.polls else []
 
-    def commit(self, positions: Positions) -> None:
-        self.commits.append({tp: pos for tp, (pos, _) in positions.items()})
-
-    def store(self, positions: Positions) -> None:
-        raise AssertionError("not used by Commit.per_poll()")
-
-    def committed(self, partitions: Sequence[TopicPartition]) -> Positions:
-        return {}
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        pass
-
-    def pause(self, partitions: Sequence[TopicPartition]) -> None:
-        pass
-
-    def resume(self, partitions: Sequence[TopicPartition]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    @property
+    def commits_made(self) -> list[dict[TopicPartition, int]]:
+        return [{tp: pos for tp, (pos, _) in c.items()} for c in self.committed_log]
 
 
 def test_batch_retried_in_place_is_committed_before_the_next_poll_is_handled() -> None:
@@ -70,7 +45,7 @@ def test_batch_retried_in_place_is_committed_before_the_next_poll_is_handled() -
     calls: list[tuple[list[int], list[dict[TopicPartition, int]]]] = []
 
     def handle(batch: list[Message]) -> None:
-        calls.append(([m.offset for m in batch], list(client.commits)))
+        calls.append(([m.offset for m in batch], client.commits_made))
         if len(calls) == 1:
             raise RuntimeError("the whole batch fails once")
 
@@ -87,4 +62,4 @@ def test_batch_retried_in_place_is_committed_before_the_next_poll_is_handled() -
     assert [offsets for offsets, _ in calls] == [[0, 1, 2], [0, 1, 2], [3]]
     commits_before_m4 = calls[2][1]
     assert commits_before_m4[-1] == {TP: 3}  # m1..m3 committed before m4 was handled
-    assert client.commits[-1] == {TP: 4}
+    assert client.commits_made[-1] == {TP: 4}

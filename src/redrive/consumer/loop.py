@@ -150,10 +150,10 @@ class Loop:
         if pool is not None:
             timeout, max_records = pool.before_poll(timeout, max_records)
         records = self.client.poll(max_records, timeout)
-        if self._gone and records:  # revoked or lost inside this poll: not ours any more (C5)
+        if self._gone:  # revoked or lost inside this poll: not ours any more (C5)
             gone = self._gone
             records = [r for r in records if (r.topic(), r.partition()) not in gone]
-        self._gone = set()
+            self._gone = set()
         if records:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
