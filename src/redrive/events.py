@@ -12,12 +12,13 @@ Catalogue:
 - ``Delivered``: a record (or a batch) was handed to the handler.
 - ``Succeeded``: the handler finished a record without error.
 - ``Failed``: the handler raised for a record; exception type and message.
-- ``BackOff``: a failed record waits ``delay`` seconds before its next attempt.
+- ``BackingOff``: a failed record waits ``delay`` seconds before its next attempt.
 - ``Paused`` / ``Resumed``: partitions stopped or started fetching.
 - ``Seeked``: a partition was rewound to an offset.
 - ``Committed``: positions (next offset to read) were committed, per partition.
 - ``DeadLettered``: a record was written to a dead-letter topic and the broker confirmed it.
-- ``RecoveryFailed``: a recoverer could not finish (the record stays uncommitted).
+- ``RecoveryRetrying``: a recoverer could not finish; the record stays uncommitted and
+  recovery is tried again after a back-off.
 - ``Skipped``: a recoverer dropped a record on purpose.
 - ``RetryHop``: a record was sent to a retry topic, due at ``due``.
 """
@@ -99,7 +100,7 @@ class Failed(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BackOff(Event):
+class BackingOff(Event):
     tp: TopicPartition
     offset: int
     attempt: int
@@ -141,7 +142,7 @@ class DeadLettered(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class RecoveryFailed(Event):
+class RecoveryRetrying(Event):
     tp: TopicPartition
     offset: int
     error: str

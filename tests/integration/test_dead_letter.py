@@ -20,7 +20,7 @@ from redrive import (
     Retry,
     admin,
 )
-from redrive.events import DeadLettered, RecoveryFailed, Stopped
+from redrive.events import DeadLettered, RecoveryRetrying, Stopped
 from redrive.recover import headers as h
 
 from .dlt import dead_letters, header_values, raw_headers
@@ -118,7 +118,7 @@ def test_d3_dead_letter_write_failing_keeps_the_record_until_it_succeeds(
             raise ConnectionError("cannot store the order")
 
     with caplog.at_level(logging.ERROR, logger="redrive"), running(app) as rec:
-        wait_for(lambda: len(rec.of(RecoveryFailed)) >= 3, what="recovery retried")
+        wait_for(lambda: len(rec.of(RecoveryRetrying)) >= 3, what="recovery retried")
         assert admin.committed_offsets(kafka, group, topic) == {0: 1}  # "poison" uncommitted
         assert calls == ["ok", "poison"]  # the partition waits at it; no handler re-run
         admin.create_topics(kafka, {f"{topic}-dlt": 1})
@@ -242,7 +242,7 @@ def test_d3_batch_listener_retries_only_the_recovery_while_the_write_fails(
             raise ConnectionError("a record of the batch cannot be stored")
 
     with running(app) as rec:
-        wait_for(lambda: len(rec.of(RecoveryFailed)) >= 3, what="recovery retried")
+        wait_for(lambda: len(rec.of(RecoveryRetrying)) >= 3, what="recovery retried")
         assert admin.committed_offsets(kafka, group, topic) == {0: 1}
         isolated = list(calls)
         admin.create_topics(kafka, {f"{topic}-dlt": 1})
@@ -287,6 +287,6 @@ def test_d3_unacknowledged_dead_letter_is_awaited_not_written_twice(
 
     with running(app) as rec:
         wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 2})
-    assert [e.offset for e in rec.of(RecoveryFailed)][:1] == [1]  # not acknowledged in time
+    assert [e.offset for e in rec.of(RecoveryRetrying)][:1] == [1]  # not acknowledged in time
     assert [m.value() for m in dead_letters(kafka, f"{topic}-dlt")] == [b"first", b"second"]
     assert [e.offset for e in rec.of(DeadLettered)] == [0, 1]

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from redrive import App, BackOff, ListenerStopped, Message, Retry, Stop, TopicPartition, admin
-from redrive.events import Assigned, Committed, Failed, Lost, Revoked, Stopped
-from redrive.events import BackOff as BackOffEvent
+from redrive.events import Assigned, BackingOff, Committed, Failed, Lost, Revoked, Stopped
 from redrive.recover import headers as h
 
 from .dlt import dead_letters, header_values
@@ -107,7 +106,7 @@ def test_r2_back_off_past_max_poll_interval_never_evicts_e1(kafka, make_topic, n
     assert slow[-1] - slow[0] >= 3 * poll_interval  # back-offs of 3 x max.poll.interval.ms
     during = [v for v, _, t in handled if v.startswith("other") and slow[0] < t < slow[-1]]
     assert len(during) >= 3, f"the other partition stalled during the back-off: {handled}"
-    assert len(rec.of(BackOffEvent)) == 3
+    assert len(rec.of(BackingOff)) == 3
 
 
 def test_r3_seek_retry_commits_prefix_dead_letters_once_and_moves_on_e2(
@@ -162,7 +161,7 @@ def test_f5_fatal_error_goes_straight_to_dead_letter_and_defaults_are_logged(
     with caplog.at_level(logging.INFO, logger="redrive"), running(app) as rec:
         wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 3})
     assert calls == ["ok", "poison", "ok"]  # no retry of the fatal error
-    assert not rec.of(BackOffEvent)
+    assert not rec.of(BackingOff)
     (failed,) = rec.of(Failed)
     assert failed.fatal
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
@@ -211,8 +210,8 @@ def test_r3_graceful_handover_continues_the_attempt_count_e3(kafka, make_topic, 
             wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 1})
     assert by == {"a": [1, 2], "b": [3, 4]}  # total attempts: the configured 4
     # b first waits out the rest of a's 5 s back-off, then hands the record over
-    kinds = [e.kind for e in rec_b.events if e.kind in ("BackOff", "Delivered")]
-    assert kinds[:2] == ["BackOff", "Delivered"]
+    kinds = [e.kind for e in rec_b.events if e.kind in ("BackingOff", "Delivered")]
+    assert kinds[:2] == ["BackingOff", "Delivered"]
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert header_values(dead)[h.ATTEMPTS] == 4
 

@@ -31,7 +31,7 @@ from redrive.errors import (
 )
 from redrive.events import (
     Assigned,
-    BackOff,
+    BackingOff,
     Committed,
     Delivered,
     EventBus,
@@ -39,7 +39,7 @@ from redrive.events import (
     Lost,
     Paused,
     Polled,
-    RecoveryFailed,
+    RecoveryRetrying,
     Resumed,
     Revoked,
     Seeked,
@@ -294,7 +294,7 @@ class Loop:
                 spec.name, msg.topic, msg.partition, msg.offset, delay, rexc,
             )  # fmt: skip
             if self.bus:
-                self.bus.emit(RecoveryFailed(spec.name, msg.tp, msg.offset, str(rexc)))
+                self.bus.emit(RecoveryRetrying(spec.name, msg.tp, msg.offset, str(rexc)))
             self._attempts[(msg.tp, msg.offset)] = state
             if self._persist_attempts:
                 self._commit_attempt(msg.tp, msg.offset, state)
@@ -308,7 +308,7 @@ class Loop:
     def _wait(self, msg: Message, delay: float) -> None:
         self._waiting[msg.tp] = self.clock() + delay
         if self.bus:
-            self.bus.emit(BackOff(self.spec.name, msg.tp, msg.offset, msg.attempt, delay))
+            self.bus.emit(BackingOff(self.spec.name, msg.tp, msg.offset, msg.attempt, delay))
 
     def _park(self, tp: TopicPartition, held: list[Message]) -> None:
         """Pause `tp` until its due time and rewind it: to the failed record (seek mode), or
@@ -461,7 +461,7 @@ class Loop:
                 m.attempt = attempt + 1
                 by_tp.setdefault(m.tp, []).append(m)
             if self.bus:
-                self.bus.emit(BackOff(self.spec.name, first.tp, first.offset, attempt, delay))
+                self.bus.emit(BackingOff(self.spec.name, first.tp, first.offset, attempt, delay))
             for tp, held in by_tp.items():
                 self._waiting[tp] = due
                 self.client.pause([tp])

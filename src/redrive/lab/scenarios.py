@@ -31,6 +31,7 @@ from redrive.app import App
 from redrive.errors import BatchFailed
 from redrive.events import (
     Assigned,
+    BackingOff,
     Committed,
     DeadLettered,
     Delivered,
@@ -39,14 +40,13 @@ from redrive.events import (
     Lost,
     Polled,
     Recorder,
-    RecoveryFailed,
+    RecoveryRetrying,
     RetryHop,
     Revoked,
     Skipped,
     Stopped,
     Succeeded,
 )
-from redrive.events import BackOff as BackOffEvent
 from redrive.lab.child import Child
 from redrive.lab.codec import LabNote
 from redrive.message import Message, TopicPartition
@@ -327,7 +327,7 @@ def rows(result: Result) -> list[Row]:
                 open_.add(key)
         elif isinstance(e, Succeeded | Failed):
             open_.discard((e.tp.topic, e.tp.partition, e.offset))
-        if isinstance(e, BackOffEvent) and (key := (e.tp.topic, e.tp.partition, e.offset)) in open_:
+        if isinstance(e, BackingOff) and (key := (e.tp.topic, e.tp.partition, e.offset)) in open_:
             handled[key] -= 1  # handed back before its due time (Defer): the handler never ran
             open_.discard(key)
         elif isinstance(e, Succeeded):
@@ -343,7 +343,7 @@ def rows(result: Result) -> list[Row]:
                 f"moved to {result.alias(e.topic)} (attempt {e.attempt} due at +"
                 f"{e.due - result.events[0].ts:.2f} s)"
             )
-        elif isinstance(e, RecoveryFailed):
+        elif isinstance(e, RecoveryRetrying):
             outcome[(e.tp.topic, e.tp.partition, e.offset)] = "dead-letter write failed"
         elif isinstance(e, Skipped):
             outcome[(e.tp.topic, e.tp.partition, e.offset)] = "skipped"
@@ -643,7 +643,7 @@ def stateless_retry(lab: Lab) -> None:
 
     with lab.running(app):
         lab.wait(lambda: lab.last_commit(topic) == {0: 3}, "position 3 committed")
-    waited = sum(e.delay for e in lab.events(BackOffEvent))
+    waited = sum(e.delay for e in lab.events(BackingOff))
     lab.check("time waited exceeds max.poll.interval.ms (6 s)", True, waited > 6.0)
     lab.check("attempts of m2", [1, 2, 3, 4], attempts)
     lab.check("records handled", ["m1", "m2", "m2", "m2", "m2", "m3"], lab.handled())
@@ -738,7 +738,7 @@ def dead_letter_fails(lab: Lab) -> None:
             raise RuntimeError("m2 cannot be handled")
 
     with lab.running(app):
-        lab.wait(lambda: bool(lab.events(RecoveryFailed)), "the dead-letter write to fail")
+        lab.wait(lambda: bool(lab.events(RecoveryRetrying)), "the dead-letter write to fail")
         lab.note(f"lab creates {lab.result.alias(topic)}-dlt", "consumer")
         dlt = lab.dead_letter_topic(topic)
         lab.wait(lambda: lab.last_commit(topic) == {0: 3}, "position 3 committed")

@@ -185,7 +185,7 @@ class _Builder:
             self.arrow(
                 e, self.listener(), client, label + (" (fatal)" if e.fatal else ""), "exception"
             )
-        elif isinstance(e, ev.BackOff):
+        elif isinstance(e, ev.BackingOff):
             rec = self.rec(e.tp, e.offset)
             if self.last.get(e.listener) == "Delivered":  # no failure: the record is not due
                 self.note(e, client, f"{rec} not due yet: wait {e.delay:.2f} s", "back-off")
@@ -207,7 +207,7 @@ class _Builder:
             dlt = self.sink(e.topic, "dlt")
             self.arrow(e, client, dlt, f"dead-letter {self.rec(e.tp, e.offset)}", "dead-letter")
             self.arrow(e, dlt, client, f"ack [{e.partition}]@{e.dlt_offset}", "ack")
-        elif isinstance(e, ev.RecoveryFailed):
+        elif isinstance(e, ev.RecoveryRetrying):
             where = dead_letter_topic.get((e.tp, e.offset))
             if where is None:
                 self.note(e, client, f"recovery of {self.rec(e.tp, e.offset)} failed", "lab")
