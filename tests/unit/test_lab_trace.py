@@ -38,11 +38,11 @@ def dead_letter_run() -> list[ev.Event]:
         ev.Delivered(c, ((TP, 1, 1),), ts=next(t)),
         ev.Failed(c, TP, 1, 1, "RuntimeError", "boom", ts=next(t)),
         ev.Committed(c, ((TP, 1),), ((TP, META),), "attempt", ts=next(t)),
-        ev.BackOff(c, TP, 1, 1, 0.5, ts=next(t)),
+        ev.BackingOff(c, TP, 1, 1, 0.5, ts=next(t)),
         ev.Paused(c, (TP,), 9.0, ts=next(t)),
         ev.Seeked(c, TP, 1, ts=next(t)),
         ev.Resumed(c, (TP,), ts=next(t)),
-        ev.RecoveryFailed(c, TP, 1, "dead-letter topic missing", ts=next(t)),
+        ev.RecoveryRetrying(c, TP, 1, "dead-letter topic missing", ts=next(t)),
         LabNote(c, "lab creates orders-dlt", ts=next(t)),
         ev.DeadLettered(c, TP, 1, DLT, 0, 0, 2, ts=next(t)),
         ev.Delivered(c, ((TP, 2, 1),), ts=next(t)),
@@ -193,10 +193,10 @@ def test_a_retry_topic_is_one_lifeline_on_the_right_also_when_it_is_read() -> No
 def test_a_record_handed_back_without_a_failure_is_drawn_as_not_due() -> None:
     events = [
         ev.Delivered("c", ((TP, 1, 2),), ts=1),
-        ev.BackOff("c", TP, 1, 2, 0.93, ts=2),
+        ev.BackingOff("c", TP, 1, 2, 0.93, ts=2),
         ev.Delivered("c", ((TP, 1, 2),), ts=3),
         ev.Failed("c", TP, 1, 2, "RuntimeError", "boom", ts=4),
-        ev.BackOff("c", TP, 1, 2, 1.0, ts=5),
+        ev.BackingOff("c", TP, 1, 2, 1.0, ts=5),
     ]
     notes = [s.text for s in build(events, NAMES).steps if isinstance(s, Note)]
     assert notes == ["m2 not due yet: wait 0.93 s", "back-off 1.00 s (m2)"]
@@ -290,17 +290,17 @@ def test_terminal_timeline_has_one_line_per_step() -> None:
 
 
 def test_a_record_handed_back_before_its_due_time_is_not_counted_as_handled() -> None:
-    from redrive.events import BackOff, Delivered, Failed
+    from redrive.events import BackingOff, Delivered, Failed
     from redrive.lab.scenarios import Result, rows
     from redrive.message import TopicPartition
 
     tp = TopicPartition("orders-retry-0", 0)
     events = [
         Delivered("c", ((tp, 0, 2),)),
-        BackOff("c", tp, 0, 2, 0.4),  # not due yet: the handler never ran
+        BackingOff("c", tp, 0, 2, 0.4),  # not due yet: the handler never ran
         Delivered("c", ((tp, 0, 2),)),
         Failed("c", tp, 0, 2, "RuntimeError", "still failing"),
-        BackOff("c", tp, 0, 2, 1.0),  # a real back-off after a failure
+        BackingOff("c", tp, 0, 2, 1.0),  # a real back-off after a failure
     ]
     result = Result("x", "X", "R4", "story", events=events, names={("orders-retry-0", 0, 0): "m2"})
     (row,) = rows(result)
