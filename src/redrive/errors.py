@@ -8,6 +8,7 @@ RedriveError
 ├── ClientError                    the Kafka client reported an error redrive cannot handle
 │   └── CommitFailed               a commit was refused (rebalance, lost ownership); retried
 ├── RecoveryFailed                 a recoverer (e.g. the dead-letter publisher) failed
+├── HandlingInterrupted            the process died while handling a record, too often
 └── ListenerStopped                a recoverer or circuit breaker stopped a listener on purpose
 ```
 
@@ -65,6 +66,26 @@ class CommitFailed(ClientError):
 
 class RecoveryFailed(RedriveError):
     """A recoverer could not bring a record to a final outcome (it stays uncommitted)."""
+
+
+class HandlingInterrupted(RedriveError):
+    """The reason a record is recovered when its handling was interrupted too often.
+
+    An attempt that never reported an outcome (the process was killed, or lost its
+    partition, while the handler ran) is not a failure: the record is handed over again.
+    A record whose handling is interrupted ``max_interruptions`` times in a row (a record
+    that crashes the process, for example) is recovered with this as its exception, so it
+    still reaches the dead-letter topic instead of crashing every new owner.
+    """
+
+    def __init__(self, interruptions: int, last_error: str = "") -> None:
+        self.interruptions = interruptions
+        self.last_error = last_error
+        text = f"handling was interrupted {interruptions} times (the process died or lost the "
+        text += "partition while the handler ran)"
+        if last_error:
+            text += f"; the last failure before that: {last_error}"
+        super().__init__(text)
 
 
 class ListenerStopped(RedriveError):

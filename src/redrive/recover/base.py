@@ -25,6 +25,8 @@ class Context:
     bus: EventBus
     kafka: Mapping[str, Any]
     """Client settings of the listener (bootstrap servers, security) for producers."""
+    interruptions: int = 0
+    """Attempts that never reported an outcome (the process died while handling it)."""
 
 
 class Recoverer(Protocol):
