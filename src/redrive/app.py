@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from redrive.consumer.client import ConfluentClient
 from redrive.consumer.commit import Commit
-from redrive.consumer.concurrent import check_options as check_concurrency
 from redrive.consumer.loop import Loop
 from redrive.errors import ConfigError, KafkaUnavailable
 from redrive.events import EventBus
@@ -149,7 +148,14 @@ class App:
             )
         if not poll_timeout > 0:
             raise ConfigError("poll_timeout", f"must be > 0 seconds, got {poll_timeout!r}")
-        check_concurrency(concurrency, ordering, max_in_flight)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigError("concurrency", f"must be a whole number >= 1, got {concurrency!r}")
+        if ordering not in ("partition", "key", "none"):
+            raise ConfigError("ordering", f"must be 'partition', 'key' or 'none', got {ordering!r}")
+        if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
+            raise ConfigError(
+                "max_in_flight", f"must be a whole number >= 1, got {max_in_flight!r}"
+            )
         if batch and concurrency > 1:
             raise ConfigError("concurrency", "applies to record listeners (@app.listener) only")
         if concurrency > 1 and commit is not None and commit.manual_ack:

@@ -12,6 +12,7 @@ Catalogue:
 - ``Delivered``: a record (or a batch) was handed to the handler.
 - ``Succeeded``: the handler finished a record without error.
 - ``Failed``: the handler raised for a record; exception type and message.
+- ``NotDue``: a retry-topic record is not due yet; it is not handed over before ``due``.
 - ``BackingOff``: a failed record waits ``delay`` seconds before its next attempt.
 - ``Paused`` / ``Resumed``: partitions stopped or started fetching.
 - ``Seeked``: a partition was rewound to an offset.
@@ -105,6 +106,14 @@ class BackingOff(Event):
     offset: int
     attempt: int
     delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class NotDue(Event):
+    tp: TopicPartition
+    offset: int
+    due: float
+    """Wall-clock time (seconds) from which the record may be handed over."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,3 +36,5 @@ class ListenerSpec:
     """Bound on records handed over and not yet final (default: see ConcurrentRecords)."""
     drain_timeout: float = 30.0
     """How long revocation and stop wait for running records before abandoning them."""
+    due_times: bool = False
+    """Records carry a due time (retry topics): none is handed over before it (R4)."""

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from redrive import BackOff, ConfigError, Retry
-from redrive.retry.attempts import Attempt
+from redrive.retry.attempts import METADATA_LIMIT, Attempt, decode, encode
 
 
 def delays(backoff: BackOff, elapsed: float = 0.0) -> list[float | None]:
@@ -112,24 +112,32 @@ def test_defaults_are_described_for_the_start_up_log() -> None:
 
 
 def test_attempt_state_round_trips_through_commit_metadata() -> None:
-    state = Attempt(3, 1_700_000_000.123, due=1_700_000_009.5)
+    state = Attempt(3, 1, 1_700_000_000.123, running=True, due=1_700_000_009.5)
     state.note(ValueError("x" * 500), limit=5)
-    text = state.to_metadata(42)
-    assert len(text) < 400  # far below the broker's 4096-byte metadata limit
-    back = Attempt.from_metadata(text, 42)
-    assert back is not None
-    assert (back.count, back.first_failure, back.limit, back.due) == (
-        3, 1_700_000_000.123, 5, 1_700_000_009.5
-    )  # fmt: skip
-    assert back.error_text.startswith("ValueError: xxx") and len(back.error_text) == 200
-    assert not back.used_up
-    assert Attempt.from_metadata(text, 43) is None  # state of another record: ignored
-    assert Attempt.from_metadata("not redrive's", 42) is None
-    assert Attempt.from_metadata("{broken", 42) is None
+    text = encode({42: state, 40: Attempt(1)}, 500)
+    assert text is not None and len(text) < 400  # far below the 4096-byte metadata limit
+    back = decode(text, 42)
+    assert back is not None and back.window == 500
+    assert list(back.records) == [42]  # 40 is before the position: final, left out
+    got = back.records[42]
+    assert (got.failures, got.interruptions, got.running, got.first_failure, got.limit,
+            got.due) == (3, 1, True, 1_700_000_000.123, 5, 1_700_000_009.5)  # fmt: skip
+    assert got.error_text.startswith("ValueError: xxx") and len(got.error_text) == 200
+    assert got.attempt == 5 and not got.used_up
+    assert decode("not redrive's", 42) is None
+    assert decode("{broken", 42) is None
 
 
-def test_an_interrupted_last_attempt_uses_up_the_attempts() -> None:
-    started = Attempt(5, 0.0, limit=5)  # a previous owner started attempt 5 of 5
-    assert started.used_up
-    assert Attempt(4, 0.0, limit=5).used_up is False
-    assert Attempt(9, 0.0).used_up is False  # no limit known: unlimited retries
+def test_many_records_fit_the_metadata_limit_the_rest_start_over() -> None:
+    states = {o: Attempt(2, error_text="E: " + "x" * 190) for o in range(100)}
+    text = encode(states, 0)
+    assert text is not None and len(text) <= METADATA_LIMIT
+    back = decode(text, 0)
+    assert back is not None and 10 < len(back.records) < 100
+    assert list(back.records) == list(range(len(back.records)))  # the oldest are kept
+
+
+def test_only_observed_failures_use_up_the_attempts() -> None:
+    assert Attempt(5, limit=5).used_up
+    assert not Attempt(4, 3, limit=5).used_up  # interruptions are counted apart
+    assert Attempt(9).used_up is False  # no limit known: unlimited retries

@@ -6,9 +6,11 @@ from redrive import BackOff, BatchFailed, Commit, Message, Retry
 from redrive.events import EventBus, Paused, Recorder, Resumed
 from redrive.message import TopicPartition
 from redrive.recover.base import Call
+from redrive.retry.attempts import decode
 from redrive.testing import FakeClient, FakeClock, loop_for
 
 T0 = TopicPartition("t", 0)
+W3 = '{"redrive":2,"w":3}'  # commit metadata: "an owner may be handling 3 records from here"
 
 
 def values(msgs: list[Message]) -> list[str]:
@@ -23,7 +25,8 @@ def test_scenario1_commit_after_each_poll() -> None:
     loop.start()
     loop.run_once()
     assert values(seen) == ["m1", "m2", "m3"]
-    assert client.committed_log == [{T0: (3, None)}]
+    # the owner's window is committed before its first record, then position 3 after m3
+    assert client.committed_log == [{T0: (0, W3)}, {T0: (3, W3)}]
     loop.run_once()
     assert client.committed_position("t", 0) == 4
 
@@ -84,8 +87,9 @@ def test_seek_retry_keeps_attempts_in_commit_metadata_and_recovers_after_the_las
         loop.run_once()
     assert seen == [("ok", 1), ("poison", 1), ("poison", 2), ("poison", 3), ("after", 1)]
     assert recovered == ["poison"]
-    metas = [meta for c in client.committed_log for (_, meta) in c.values() if meta]
-    assert '"attempts":1' in metas[0] and any('"attempts":3' in m for m in metas)
+    metas = [(pos, meta) for c in client.committed_log for (pos, meta) in c.values() if meta]
+    states = [s for pos, meta in metas if (d := decode(meta, pos)) for s in d.records.values()]
+    assert [(s.failures, s.running) for s in states if s.running] == [(1, True), (2, True)]
     assert client.committed_position("t", 0) == 3
 
 
@@ -118,8 +122,9 @@ def test_revocation_commits_finished_work_and_forgets_the_partition() -> None:
     loop.run_once()
     client.committed_log.clear()
     client.revoke([T0])
-    assert client.committed_log == [{T0: (2, None)}]  # synchronous, before giving it up
-    assert loop.tracker.positions() == {}
+    # synchronous, before giving it up, and clean: no window, the hand-over is orderly
+    assert client.committed_log == [{T0: (2, None)}]
+    assert loop.committer.tracker.positions() == {}
 
 
 def test_batch_named_failure_commits_prefix_and_other_partitions_go_on() -> None:

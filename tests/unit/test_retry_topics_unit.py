@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import struct
-import time
 
 import pytest
 
-from redrive import ConfigError, Defer, Message, RetryTopics
+from redrive import ConfigError, RetryTopics
 from redrive.topics import headers as rt
-from redrive.topics.hop import due_gate
 
 
 def test_one_topic_per_delay_or_one_reused_topic() -> None:
@@ -48,44 +44,3 @@ def test_big_integer_encoding_matches_java(n: int, java: bytes) -> None:
 
 def test_attempts_as_four_byte_int_decode_too() -> None:
     assert rt.decode([(rt.ATTEMPTS, struct.pack(">i", 3))]) == {rt.ATTEMPTS: 3}
-
-
-def test_due_gate_defers_a_record_until_its_due_time() -> None:
-    seen: list[Message] = []
-    gate = due_gate(seen.append, batch=False)
-    later = rt.big_int(int(time.time() * 1000) + 60_000)
-    msg = Message("t-retry", 0, 0, headers=((rt.BACKOFF_TIMESTAMP, later), (rt.ATTEMPTS, b"\x02")))
-    with pytest.raises(Defer) as d:
-        gate(msg)
-    assert 55 < d.value.delay <= 60 and not seen
-    due = Message("t-retry", 0, 1, headers=((rt.BACKOFF_TIMESTAMP, rt.big_int(0)),
-                                            (rt.ATTEMPTS, b"\x03")))  # fmt: skip
-    gate(due)
-    assert seen == [due] and due.attempt == 3
-
-
-def test_due_gate_keeps_async_handlers_async() -> None:
-    seen: list[int] = []
-
-    async def handle(msg: Message) -> None:
-        seen.append(msg.attempt)
-
-    gate = due_gate(handle, batch=False)
-    assert inspect.iscoroutinefunction(gate)
-    msg = Message("t-retry", 0, 0, headers=((rt.ATTEMPTS, b"\x02"),))
-    asyncio.run(gate(msg))
-    assert seen == [2]
-
-
-def test_batch_gate_hands_over_the_due_prefix_then_defers() -> None:
-    calls: list[list[int]] = []
-    gate = due_gate(lambda batch: calls.append([m.offset for m in batch]), batch=True)
-    later = rt.big_int(int(time.time() * 1000) + 60_000)
-    batch = [
-        Message("t-retry", 0, 0),
-        Message("t-retry", 0, 1, headers=((rt.BACKOFF_TIMESTAMP, later),)),
-        Message("t-retry", 0, 2),
-    ]
-    with pytest.raises(Defer) as d:
-        gate(batch)
-    assert calls == [[0]] and d.value.index == 1

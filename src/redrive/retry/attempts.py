@@ -1,42 +1,67 @@
-"""Attempt state of failing records, and its form in commit metadata (R3).
+"""Attempt state of records that are being retried, and its form in commit metadata (R3).
 
-A failing record's state is written into the commit metadata of its partition, committed at
-the record's offset, so whoever owns the partition next (after a rebalance or a restart)
-continues the count instead of starting over.
+The state of a partition's unfinished records travels in the commit metadata of that
+partition, committed at its safe position, so whoever owns the partition next (after a
+rebalance, a restart or a crash) continues where the previous owner stopped.
 
-An attempt is counted when it *starts* (the loop commits the state before it hands the
-record over again), so an attempt that a crash interrupted counts as used: the new owner
-never hands the record over more often than the back-off allows, except when the crash hit
-the very first attempt (nothing is committed before a record first fails).
+A failure and an interruption are kept apart. A *failure* is an outcome the handler
+reported (it raised). An *interruption* is an attempt that started and never reported an
+outcome: the process was killed, or lost the partition, while the handler ran. Before it
+hands over a record that has state, the owner commits a *running* mark for it; a new owner
+that finds the mark counts an interruption, not a failure. So a record that succeeded on its
+last allowed attempt and was killed before the commit is handled again, not dead-lettered,
+and a record that kills the process every time is recovered after ``max_interruptions``.
+
+While an owner consumes a partition, its commits also carry a *window*: the number of
+records it may be handling past the committed position. A new owner that finds a window
+knows the previous one may have died inside it; it marks each of those records as running
+before it hands it over (one commit per record, for that window only), so a record that
+crashes the process on its first attempt is found too. Graceful hand-overs (revocation,
+stop) commit no window.
+
+Form (JSON, kept under Kafka's 4096-byte metadata limit; records that do not fit are left
+out and start their count over)::
+
+    {"redrive": 2, "w": 500, "r": {"42": {"f": 2, "i": 1, "t": 1700000000.1, "run": 1,
+                                          "l": 10, "e": "TimeoutError: ...", "d": 1700000009.5}}}
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-ERROR_TEXT_LIMIT = 200  # characters of the last error kept in the metadata (4 KiB at most)
+ERROR_TEXT_LIMIT = 200  # characters of the last error kept per record
+METADATA_LIMIT = 3800  # bytes: Kafka's offset.metadata.max.bytes defaults to 4096
 
 
 @dataclass(slots=True)
 class Attempt:
-    count: int  # attempts started so far
-    first_failure: float  # wall-clock seconds of the first failure
+    """What is known of one record's attempts."""
+
+    failures: int = 0  # outcomes the handler reported as failures
+    interruptions: int = 0  # attempts that started and never reported an outcome
+    first_failure: float = 0.0  # wall-clock seconds of the first failure (0: none yet)
+    running: bool = False  # an attempt started and has not reported yet (persisted mark)
     exhausted: bool = False  # retries are over; only the recoverer is tried again
     recoveries: int = 0  # failed recoverer runs
     last_error: BaseException | None = None
-    limit: int | None = None  # attempts the back-off allows for the last error (None: no cap)
+    limit: int | None = None  # failures the back-off allows for the last error (None: no cap)
     error_text: str = ""  # "module.Type: message" of the last error, for a new owner
-    due: float = 0.0  # wall-clock time of the next attempt (kept for a new owner only)
+    due: float = 0.0  # wall-clock time of the next attempt (0: now)
+
+    @property
+    def attempt(self) -> int:
+        """The number of the next attempt (1 on first delivery)."""
+        return self.failures + self.interruptions + 1
 
     @property
     def used_up(self) -> bool:
-        """True when no attempt is left: retries are over, or the last allowed attempt was
-        started (by a previous owner that did not live to see its outcome)."""
-        return self.exhausted or (self.limit is not None and self.count >= self.limit)
+        """True when the observed failures reached the back-off's limit."""
+        return self.exhausted or (self.limit is not None and self.failures >= self.limit)
 
     def note(self, exc: BaseException, limit: int | None) -> None:
-        """Remember the last failure and how many attempts its back-off allows."""
+        """Remember the last failure and how many failures its back-off allows."""
         self.limit = limit
         kind = type(exc)
         name = (
@@ -46,39 +71,96 @@ class Attempt:
         )
         self.error_text = f"{name}: {exc}"[:ERROR_TEXT_LIMIT]
 
-    def to_metadata(self, offset: int) -> str:
-        data: dict[str, object] = {
-            "redrive": 1, "offset": offset, "attempts": self.count,
-            "first_failure": round(self.first_failure, 3), "exhausted": self.exhausted,
-        }  # fmt: skip
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"f": self.failures}
+        if self.interruptions:
+            data["i"] = self.interruptions
+        if self.first_failure:
+            data["t"] = round(self.first_failure, 3)
+        if self.running:
+            data["run"] = 1
+        if self.exhausted:
+            data["x"] = 1
         if self.limit is not None:
-            data["limit"] = self.limit
+            data["l"] = self.limit
         if self.error_text:
-            data["error"] = self.error_text
+            data["e"] = self.error_text
         if self.due:
-            data["due"] = round(self.due, 3)
-        return json.dumps(data, separators=(",", ":"))
+            data["d"] = round(self.due, 3)
+        return data
 
     @staticmethod
-    def from_metadata(text: str | None, offset: int) -> Attempt | None:
-        """The state stored for the record at `offset`, if the metadata is redrive's."""
-        if not text or not text.startswith("{"):
+    def from_json(data: object) -> Attempt:
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        limit = data.get("l")
+        return Attempt(
+            failures=int(data.get("f", 0)),
+            interruptions=int(data.get("i", 0)),
+            first_failure=float(data.get("t", 0.0)),
+            running=bool(data.get("run")),
+            exhausted=bool(data.get("x")),
+            limit=int(limit) if isinstance(limit, int) else None,
+            error_text=str(data.get("e", "")),
+            due=float(data.get("d", 0.0)),
+        )
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """What a partition's commit metadata said when it was assigned."""
+
+    records: dict[int, Attempt] = field(default_factory=dict)
+    window: int = 0  # > 0: the previous owner was consuming (it may have died in it)
+
+
+def encode(records: dict[int, Attempt], window: int) -> str | None:
+    """The metadata for a partition: its records' states and the owner's window."""
+    if not records and not window:
+        return None
+    data: dict[str, object] = {"redrive": 2}
+    if window:
+        data["w"] = window
+    if records:
+        kept: dict[str, object] = {}
+        size = 40
+        for offset in sorted(records):
+            entry = records[offset].to_json()
+            cost = len(json.dumps(entry)) + 12
+            if size + cost > METADATA_LIMIT:
+                break  # the rest start their count over (documented limit)
+            kept[str(offset)] = entry
+            size += cost
+        data["r"] = kept
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode(text: str | None, position: int) -> PartitionState | None:
+    """The state in a partition's commit metadata, or None when it is not redrive's (or
+    damaged: the counts start over). Records before `position` are final and left out."""
+    if not text or not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
             return None
-        try:
-            data = json.loads(text)
-        except ValueError:
+        if data.get("redrive") == 1:  # redrive 0.1: one record, attempts counted at start
+            if data.get("offset") != position:
+                return None
+            old = Attempt(failures=int(data["attempts"]), interruptions=0,
+                          first_failure=float(data["first_failure"]),
+                          exhausted=bool(data.get("exhausted")),
+                          limit=data.get("limit") if isinstance(data.get("limit"), int) else None,
+                          error_text=str(data.get("error", "")),
+                          due=float(data.get("due", 0.0)))  # fmt: skip
+            return PartitionState({position: old}, 0)
+        if data.get("redrive") != 2:
             return None
-        if not isinstance(data, dict) or data.get("redrive") != 1 or data.get("offset") != offset:
-            return None
-        limit = data.get("limit")
-        try:
-            return Attempt(
-                int(data["attempts"]),
-                float(data["first_failure"]),
-                bool(data.get("exhausted")),
-                limit=int(limit) if isinstance(limit, int) else None,
-                error_text=str(data.get("error", "")),
-                due=float(data.get("due", 0.0)),
-            )
-        except (KeyError, TypeError, ValueError):  # not ours after all, or damaged: start over
-            return None
+        records = {
+            int(k): Attempt.from_json(v)
+            for k, v in dict(data.get("r", {})).items()
+            if int(k) >= position
+        }
+        return PartitionState(records, int(data.get("w", 0)))
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -28,6 +28,9 @@ class Retry:
     keep flowing. ``per_exception`` picks another back-off for some exception types.
     ``recovery`` is the back-off between tries of a recoverer that failed (a dead-letter
     write the broker refused): by default forever, so nothing is lost (D3).
+    ``max_interruptions``: an attempt that never reports an outcome (the process died or
+    lost the partition while the handler ran) is not a failure and is tried again; after
+    this many in a row the record is recovered with ``HandlingInterrupted`` (seek mode).
     """
 
     backoff: BackOff = field(
@@ -41,8 +44,18 @@ class Retry:
     recovery: BackOff = field(
         default_factory=lambda: BackOff.exponential(1.0, max_delay=60.0, max_attempts=None)
     )
+    max_interruptions: int = 3
 
     def __post_init__(self) -> None:
+        if (
+            not isinstance(self.max_interruptions, int)
+            or isinstance(self.max_interruptions, bool)
+            or self.max_interruptions < 1
+        ):
+            raise ConfigError(
+                "retry.max_interruptions",
+                f"must be a whole number >= 1, got {self.max_interruptions!r}",
+            )
         if self.mode not in ("seek", "in_place"):
             raise ConfigError("retry.mode", f"must be 'seek' or 'in_place', got {self.mode!r}")
         pairs: object = self.per_exception

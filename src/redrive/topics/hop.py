@@ -7,18 +7,17 @@ that topic's delay, and only the last step (or a fatal error, or the total time 
 offset (the ``DeadLetter`` publisher does the writing), so a record is never lost between
 hops.
 
-``due_gate`` wraps the handler of the retry-topic consumer: a record that is not yet due
-raises ``Defer``, which pauses its partition until then without committing it, so the poll
-loop never sleeps and never hands a record over early.
+``retry_listener`` is the consumer of the retry topics: the same handler, with due times
+on, so the loop's failure engine never hands a record over before it is due (it pauses the
+partition until then, without committing it and without counting an attempt).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +25,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from redrive.admin import wait_for_leaders
-from redrive.errors import ConfigError, Defer
+from redrive.errors import ConfigError
 from redrive.events import DeadLettered, Event, EventBus, RetryHop
 from redrive.listener import ListenerSpec
 from redrive.message import Message
@@ -143,68 +142,6 @@ class ChainRecoverer:
         self._publisher.close()
 
 
-def _wait(msg: Message) -> float:
-    """Seconds until `msg` is due (<= 0: due now)."""
-    due = rt.due_ms(msg)
-    return 0.0 if due is None else (due - time.time() * 1000) / 1000
-
-
-def due_gate(handler: Callable[[Any], Any], *, batch: bool) -> Callable[[Any], Any]:
-    """Wrap a retry-topic handler: never hand a record over before its due time (R4)."""
-
-    def ready(arg: Any) -> Any:
-        if not batch:
-            wait = _wait(arg)
-            if wait > 0:
-                raise Defer(wait)
-            arg.attempt = rt.attempts_of(arg) or arg.attempt
-            return arg
-        for i, m in enumerate(arg):
-            wait = _wait(m)
-            if wait > 0:
-                return i, wait
-            m.attempt = rt.attempts_of(m) or m.attempt
-        return None
-
-    if not batch:
-        if inspect.iscoroutinefunction(handler):
-
-            async def gate_async(msg: Message) -> Any:
-                return await handler(ready(msg))
-
-            return gate_async
-
-        def gate(msg: Message) -> Any:
-            return handler(ready(msg))
-
-        return gate
-
-    # A batch: the records due now go to the handler; the first one that is not due is
-    # handed back with Defer(index=...), which pauses its partition (records of other
-    # partitions after it are offered again at once).
-    if inspect.iscoroutinefunction(handler):
-
-        async def gate_batch_async(msgs: list[Message]) -> Any:
-            not_due = ready(msgs)
-            if not_due is None:
-                return await handler(msgs)
-            if not_due[0]:
-                await handler(msgs[: not_due[0]])
-            raise Defer(not_due[1], index=not_due[0])
-
-        return gate_batch_async
-
-    def gate_batch(msgs: list[Message]) -> Any:
-        not_due = ready(msgs)
-        if not_due is None:
-            return handler(msgs)
-        if not_due[0]:
-            handler(msgs[: not_due[0]])
-        raise Defer(not_due[1], index=not_due[0])
-
-    return gate_batch
-
-
 def ensure_topics(
     settings: dict[str, Any], chain: RetryTopics, sources: Sequence[str], timeout: float = 30.0
 ) -> None:
@@ -263,7 +200,7 @@ def ensure_topics(
 
 
 def retry_listener(spec: ListenerSpec, chain: RetryTopics) -> ListenerSpec:
-    """The listener that consumes `spec`'s retry topics: same handler behind a due gate,
+    """The listener that consumes `spec`'s retry topics: same handler, due times on,
     its own group (``<group><suffix>``), the same chain for the next hop."""
     group = spec.group_id + chain.group_suffix
     return replace(
@@ -271,7 +208,7 @@ def retry_listener(spec: ListenerSpec, chain: RetryTopics) -> ListenerSpec:
         name=spec.name + chain.group_suffix,
         topics=tuple(t for s in spec.topics for t in chain.retry_topics(s)),
         group_id=group,
-        handler=due_gate(spec.handler, batch=spec.batch),
+        due_times=True,  # no record is handed over before its due time (R4)
         # one record at a time: a record not yet due pauses its partition (R4) rather than
         # holding a worker asleep
         concurrency=1,

@@ -1,0 +1,197 @@
+"""Safe positions, attempt metadata and acknowledgements of one loop's partitions.
+
+Every dispatcher reports here what it handed over (``deliver``) and what reached a final
+outcome (``finish``, ``recovered``, ``ack``); the ``OffsetTracker`` turns that into the safe
+position of each partition (C1), and ``flush`` commits it when the commit policy says so.
+The attempt state of the partition's unfinished records (``retry/attempts.py``) rides along
+in the commit metadata; ``commit_now`` writes it at once, for what must survive a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from redrive.consumer.client import Client
+from redrive.consumer.commit import Commit
+from redrive.consumer.offsets import OffsetTracker
+from redrive.errors import CommitFailed
+from redrive.events import Committed, EventBus
+from redrive.message import Message, TopicPartition
+from redrive.retry.attempts import Attempt, encode
+
+log = logging.getLogger("redrive.commit")
+
+Payload = dict[TopicPartition, tuple[int, str | None]]
+
+
+class Committer:
+    """``persist``: keep attempt state and the owner's window in the commit metadata
+    (seek retries); ``window``: how many records past its position an owner may be
+    handling (``max_poll_records``, or the in-flight bound under concurrency)."""
+
+    def __init__(
+        self,
+        name: str,
+        client: Client,
+        policy: Commit,
+        bus: EventBus,
+        *,
+        persist: bool,
+        window: int,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.policy = policy
+        self.bus = bus
+        self.persist = persist
+        self.window = window if persist else 0
+        self.tracker = OffsetTracker()
+        self.states: dict[TopicPartition, dict[int, Attempt]] = {}
+        self._committed: dict[TopicPartition, tuple[int, str | None]] = {}
+        self._stored: dict[TopicPartition, tuple[int, str | None]] = {}
+        self._final: dict[TopicPartition, set[int]] = {}  # recovered past the position
+        self._acks: deque[Message] = deque()
+        self._live: set[TopicPartition] = set()  # window committed in this assignment
+        self._background = policy.background_interval is not None
+
+    # -- attempt state ----------------------------------------------------------------
+
+    def state(self, msg: Message) -> Attempt | None:
+        states = self.states.get(msg.tp)
+        return states.get(msg.offset) if states else None
+
+    def keep(self, msg: Message, state: Attempt) -> None:
+        self.states.setdefault(msg.tp, {})[msg.offset] = state
+
+    def drop_state(self, msg: Message) -> None:
+        states = self.states.get(msg.tp)
+        if states:
+            states.pop(msg.offset, None)
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def deliver(self, msg: Message) -> None:
+        self.tracker.deliver(msg.tp, msg.offset)
+        if self.window and msg.tp not in self._live:
+            self._go_live()
+
+    def deliver_many(self, msgs: Iterable[Message]) -> None:
+        self.tracker.deliver_many(msgs)
+        if self.window and len(self._live) != len(self.tracker.partitions):
+            self._go_live()
+
+    def _go_live(self) -> None:
+        """Before the first records of a partition are handled in this assignment, commit
+        its position with our window: should we die in it, the next owner knows."""
+        for tp in self.tracker.partitions.keys() - self._live:
+            self._live.add(tp)
+            pos = self.tracker.of(tp).position()
+            if pos is not None and self._committed.get(tp) != (pos, self._metadata(tp, pos, False)):
+                self.commit_now(tp, "window")
+
+    def finish(self, msg: Message) -> None:
+        self.tracker.finish(msg.tp, msg.offset)
+
+    def finish_many(self, msgs: Iterable[Message]) -> None:
+        self.tracker.finish_many(msgs)
+
+    def recovered(self, msg: Message) -> None:
+        """Final without being handled: remembered, so a rewind cannot recover it again."""
+        self.tracker.finish(msg.tp, msg.offset)
+        self._final.setdefault(msg.tp, set()).add(msg.offset)
+        self.drop_state(msg)
+
+    @property
+    def has_final(self) -> bool:
+        return bool(self._final)
+
+    def is_final(self, msg: Message) -> bool:
+        final = self._final.get(msg.tp)
+        return final is not None and msg.offset in final
+
+    def ack(self, msg: Message) -> None:
+        """``msg.ack()`` under ``Commit.manual()``: safe from any thread."""
+        self._acks.append(msg)
+
+    def drain_acks(self) -> None:
+        acks = self._acks
+        while acks:
+            self.finish(acks.popleft())
+
+    # -- commits ------------------------------------------------------------------------
+
+    def _metadata(self, tp: TopicPartition, pos: int, clean: bool) -> str | None:
+        if not self.persist:
+            return None
+        states = self.states.get(tp)
+        records = {o: s for o, s in states.items() if o >= pos} if states else {}
+        return encode(records, 0 if clean else self.window)
+
+    def commit_now(self, tp: TopicPartition, reason: str = "attempt") -> None:
+        """Commit `tp`'s safe position with its attempt state, synchronously (R3)."""
+        pos = self.tracker.of(tp).position()
+        if pos is None:
+            return
+        self._commit({tp: (pos, self._metadata(tp, pos, clean=False))}, reason, sync=True)
+
+    def flush(
+        self, reason: str, *, sync: bool = False, only: Sequence[TopicPartition] = ()
+    ) -> None:
+        """Commit (or store, under ``Commit.interval``) every safe position that changed.
+
+        ``sync`` (revocation, stop) commits synchronously and marks the hand-over clean:
+        no window, so a new owner does not take the previous one for dead.
+        """
+        self.drain_acks()
+        payload: Payload = {}
+        done = self._committed if sync or not self._background else self._stored
+        for tp, pos in self.tracker.positions().items():
+            if only and tp not in only:
+                continue
+            entry = (pos, self._metadata(tp, pos, clean=sync))
+            if done.get(tp) != entry:
+                payload[tp] = entry
+        if payload:
+            self._commit(payload, reason, sync=sync or not self._background)
+
+    def _commit(self, payload: Payload, reason: str, *, sync: bool) -> None:
+        if not sync:
+            self.client.store(payload)
+            self._stored.update(payload)
+        else:
+            try:
+                self.client.commit(payload)
+            except CommitFailed as exc:
+                # Positions stay uncommitted here and are tried again at the next flush (or
+                # in the revocation callback); if ownership was lost, the new owner re-reads
+                # them: at-least-once, never a skip.
+                log.warning("%s: %s (will retry)", self.name, exc)
+                return
+            self._committed.update(payload)
+        for tp, (pos, _) in payload.items():
+            final = self._final.get(tp)
+            if final:  # committed past: a rewind can no longer bring them back
+                final.difference_update([o for o in final if o < pos])
+                if not final:
+                    del self._final[tp]
+        if self.bus:
+            meta = tuple((tp, m) for tp, (_, m) in payload.items() if m)
+            positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
+            self.bus.emit(Committed(self.name, positions, meta, reason))
+
+    # -- assignment ---------------------------------------------------------------------
+
+    def assigned(self, tp: TopicPartition, pos: int, metadata: str | None) -> None:
+        """What the group had committed for a partition we now own."""
+        self._committed[tp] = (pos, metadata)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self.tracker.drop(tp)
+            self.states.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._stored.pop(tp, None)
+            self._final.pop(tp, None)
+            self._live.discard(tp)

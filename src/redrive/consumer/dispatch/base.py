@@ -1,0 +1,78 @@
+"""What the loop asks of a dispatcher, and what every dispatcher is given.
+
+A dispatcher decides *who* runs a record (the loop thread one at a time, a batch handler,
+lanes of workers); the ``FailureHandler`` decides what happens when it fails; the
+``Committer`` turns final outcomes into commits; the ``Pauser`` keeps what waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redrive.consumer.committer import Committer
+from redrive.consumer.failures import FailureHandler
+from redrive.consumer.pauser import Parked, Pauser
+from redrive.events import EventBus
+from redrive.listener import ListenerSpec
+from redrive.message import Message, TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The loop's collaborators, shared by its dispatcher."""
+
+    spec: ListenerSpec
+    engine: FailureHandler
+    committer: Committer
+    pauser: Pauser
+    bus: EventBus
+    stopping: Callable[[], bool]
+
+
+class Dispatcher(Protocol):
+    def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
+        """The timeout and record count of the next poll."""
+
+    def dispatch(self, msgs: Sequence[Message]) -> None:
+        """Hand over the records of one poll."""
+
+    def resumed(self, parked: Parked) -> None:
+        """A parked entry is due: hand its records over again."""
+
+    def settle(self) -> None:
+        """Take in outcomes reported by other threads (loop thread)."""
+
+    def idle(self) -> bool:
+        """Nothing handed over is still running or unsettled."""
+
+    def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
+        """Partitions are taken away: drop their queued work, wait (bounded) for running."""
+
+    def close(self, timeout: float) -> None: ...
+
+
+def park(parts: Parts, tp: TopicPartition, delay: float, held: list[Message]) -> None:
+    """Pause `tp` for `delay` and rewind it: to the first held record (seek retries), or
+    past the held records, which are handed over again when due (in-place retries)."""
+    if parts.spec.retry.mode == "in_place":
+        parts.pauser.park(tp, delay, tp, seek=held[-1].offset + 1, held=held)
+    else:
+        parts.pauser.park(tp, delay, tp, seek=held[0].offset)
+
+
+def run_sync(handler: Callable[[Any], Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
+    """A plain function for `handler` (an ``async def`` one runs on an event loop of its
+    own), and a function that releases what it needed."""
+    import asyncio
+    import inspect
+
+    if not inspect.iscoroutinefunction(handler):
+        return handler, lambda: None
+    aloop = asyncio.new_event_loop()
+
+    def call(arg: Any) -> Any:
+        return aloop.run_until_complete(handler(arg))
+
+    return call, aloop.close

@@ -1,0 +1,196 @@
+"""Batch listeners: the records of one poll in one handler call (F3).
+
+``BatchFailed(index=i)`` names the failed record: the records before it succeeded, the
+failed one goes to the failure engine like a record listener's. Any other exception names
+nothing: the whole batch is retried in place, then its records are handed over one at a
+time to find the failing ones, which are recovered (isolation). Records that need one
+handling each (undecodable, with attempt state, not due yet, or in a dead owner's window)
+go through the engine's gate first; in a dead owner's window they are handed over one at a
+time, so an interruption is blamed on the record that caused it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from redrive.consumer.dispatch.base import Parts, park, run_sync
+from redrive.consumer.failures import Hold
+from redrive.consumer.pauser import Parked
+from redrive.errors import BatchFailed, Defer, ListenerStopped
+from redrive.events import Delivered
+from redrive.message import Message, TopicPartition
+
+log = logging.getLogger("redrive.loop")
+
+
+class Batches:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self._call, self._release = run_sync(parts.spec.handler)
+
+    def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
+        return timeout, max_records
+
+    def dispatch(self, msgs: Sequence[Message]) -> None:
+        parts = self.parts
+        pauser, engine, committer = parts.pauser, parts.engine, parts.committer
+        if parts.stopping():
+            return
+        batch = [m for m in msgs if m.tp not in pauser] if pauser.parked else list(msgs)
+        if not batch:
+            return
+        committer.deliver_many(batch)
+        if engine.careful:
+            careful = engine.careful.keys() & {m.tp for m in batch}
+            if careful:
+                self._one_by_one([m for m in batch if m.tp in careful], None)
+                batch = [m for m in batch if m.tp not in careful]
+        if committer.states or committer.has_final or engine.due_times or engine.manual:
+            batch = self._gate(batch)
+        elif any(m.error is not None for m in batch):
+            batch = self._gate(batch)
+        self._handle(batch)
+
+    def _gate(self, msgs: list[Message]) -> list[Message]:
+        """The records that may be handed over now; the others wait or are final."""
+        ready: list[Message] = []
+        waiting: set[TopicPartition] = set()
+        for m in msgs:
+            if m.tp in waiting:
+                continue
+            hold = self.parts.engine.gate(m)
+            if hold is None:
+                ready.append(m)
+            elif hold.delay is not None:
+                waiting.add(m.tp)
+                park(self.parts, m.tp, hold.delay,
+                     [x for x in msgs if x.tp == m.tp and x.offset >= m.offset])  # fmt: skip
+        return ready
+
+    def _handle(self, msgs: list[Message]) -> None:
+        parts = self.parts
+        engine = parts.engine
+        while msgs:
+            if parts.bus:
+                records = tuple((m.tp, m.offset, m.attempt) for m in msgs)
+                parts.bus.emit(Delivered(parts.spec.name, records))
+            try:
+                self._call(msgs)
+            except ListenerStopped:
+                raise
+            except Defer as defer:
+                i = min(max(defer.index, 0), len(msgs) - 1)
+                for m in msgs[:i]:
+                    engine.succeeded(m)
+                msgs = self._failed_at(msgs, i, engine.wait(msgs[i], defer.delay))
+                continue
+            except BatchFailed as signal:
+                named = _index_of(signal, msgs)
+                if named is None:  # names no record of this batch: as if it named none
+                    log.warning("%s: %s names no record of the batch of %d; retrying it whole",
+                                parts.spec.name, signal, len(msgs))  # fmt: skip
+                    self._batch_failed(msgs, signal)
+                    return
+                for m in msgs[:named]:
+                    engine.succeeded(m)
+                cause = signal.__cause__ or signal
+                msgs = self._failed_at(msgs, named, engine.failed(msgs[named], cause))
+                continue
+            except Exception as exc:
+                self._batch_failed(msgs, exc)
+                return
+            if engine.manual or parts.committer.states or parts.bus:
+                for m in msgs:
+                    engine.succeeded(m)
+            else:  # nothing to record per record: finish the batch in one step per partition
+                parts.committer.finish_many(msgs)
+                engine.handled += len(msgs)
+            return
+
+    def _failed_at(self, msgs: list[Message], i: int, hold: Hold) -> list[Message]:
+        """The records still to hand over after record `i` got `hold`; other partitions go
+        on without a rewind (C6)."""
+        failed, rest = msgs[i], msgs[i + 1 :]
+        if hold.delay is None:
+            return rest
+        park(self.parts, failed.tp, hold.delay, [failed, *(m for m in rest if m.tp == failed.tp)])
+        return [m for m in rest if m.tp != failed.tp]
+
+    def _batch_failed(self, msgs: list[Message], exc: Exception) -> None:
+        """A failure that names no record: retry the whole batch in place, then isolate."""
+        parts = self.parts
+        attempt = max(m.attempt for m in msgs)
+        delay = parts.engine.batch_failed(msgs, exc, attempt)
+        if delay is None:
+            self._one_by_one(msgs, attempt)
+            return
+        by_tp: dict[TopicPartition, list[Message]] = {}
+        for m in msgs:
+            m.attempt = attempt + 1
+            by_tp.setdefault(m.tp, []).append(m)
+        for tp, held in by_tp.items():  # whole-batch attempts are counted in memory
+            parts.pauser.park(tp, delay, tp, seek=held[-1].offset + 1, held=held)
+
+    def _one_by_one(self, msgs: list[Message], isolate: int | None) -> None:
+        """Hand records over one at a time: after the batch's `isolate` attempts failed (a
+        failure recovers the record at once), or in a dead owner's window (``None``: each
+        record goes through the gate and the normal retries)."""
+        engine = self.parts.engine
+        waiting: dict[TopicPartition, tuple[float, list[Message]]] = {}
+        for m in msgs:
+            if m.tp in waiting:
+                waiting[m.tp][1].append(m)
+                continue
+            hold: Hold | None
+            if isolate is None:
+                hold = engine.gate(m)
+                if hold is None:
+                    hold = self._one(m, None)
+            else:
+                m.attempt = isolate
+                hold = self._one(m, isolate)
+            if hold is not None and hold.delay is not None:
+                waiting[m.tp] = (hold.delay, [m])
+        for tp, (delay, held) in waiting.items():
+            park(self.parts, tp, delay, held)
+
+    def _one(self, m: Message, isolate: int | None) -> Hold | None:
+        parts = self.parts
+        if parts.bus:
+            parts.bus.emit(Delivered(parts.spec.name, ((m.tp, m.offset, m.attempt),)))
+        try:
+            self._call([m])
+        except ListenerStopped:
+            raise
+        except Defer as defer:  # "not yet" is no failure: wait, counting no attempt
+            return parts.engine.wait(m, defer.delay)
+        except Exception as exc:
+            cause = (exc.__cause__ or exc) if isinstance(exc, BatchFailed) else exc
+            if isolate is None:
+                return parts.engine.failed(m, cause)
+            return parts.engine.give_up(m, cause, isolate)
+        parts.engine.succeeded(m)
+        return None
+
+    def resumed(self, parked: Parked) -> None:
+        if parked.held:
+            self.dispatch(parked.held)
+
+    def settle(self) -> None:
+        pass
+
+    def idle(self) -> bool:
+        return True
+
+    def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        self._release()
+
+
+def _index_of(signal: BatchFailed, msgs: list[Message]) -> int | None:
+    if signal.index is not None:
+        return signal.index if 0 <= signal.index < len(msgs) else None
+    return next((i for i, m in enumerate(msgs) if m is signal.message), None)
