@@ -6,8 +6,8 @@ listener is registered, long before a record arrives. A mistake raises ``ConfigE
 naming the option, the value given, what is accepted and, for the common slips, the fix::
 
     app.listener("orders", commit="per_record")
-    # ConfigError: invalid setting 'commit': must be a Commit policy, got 'per_record' (a
-    # str); use Commit.per_record()
+    # ConfigError: invalid setting 'commit': must be a Commit policy, got 'per_record'; use
+    # Commit.per_record()
 
 Options that depend on each other or on the App (a group id from the App, batch listeners
 and concurrency, reserved ``kafka`` keys, one listener per topic and group) are checked by
@@ -111,13 +111,14 @@ OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ListenerOptions))
 """Every listener option, in the order of ``App.listener()``'s keyword arguments."""
 
 
-def _got(value: object) -> str:
-    """``value`` as the error message quotes it: its repr, and its type when that helps."""
+def _got(value: object, bare: tuple[type, ...] = ()) -> str:
+    """``value`` as an error message quotes it: its repr, with its type unless that is plain
+    (None, a str in quotes, or one of the ``bare`` types the option accepts)."""
     if isinstance(value, type):
         return f"the class {value.__qualname__}"
-    if value is None or isinstance(value, int | float) and not isinstance(value, bool):
+    if value is None or type(value) in (str, *bare):
         return repr(value)
-    return f"{value!r} (a {type(value).__name__})"
+    return f"{value!r} (type {type(value).__name__})"
 
 
 def _call_it(value: object) -> str:
@@ -130,7 +131,7 @@ def _call_it(value: object) -> str:
 
 def _whole(option: str, value: object, accepted: str = "a whole number >= 1") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(option, f"must be {accepted}, got {_got(value)}")
+        raise ConfigError(option, f"must be {accepted}, got {_got(value, (int,))}")
 
 
 def _seconds(option: str, value: object, *, zero: bool) -> None:
@@ -141,7 +142,7 @@ def _seconds(option: str, value: object, *, zero: bool) -> None:
         or not math.isfinite(value)
         or not (value >= 0 if zero else value > 0)
     ):
-        raise ConfigError(option, f"must be {bound} seconds, got {_got(value)}")
+        raise ConfigError(option, f"must be {bound} seconds, got {_got(value, (int, float))}")
 
 
 def _optional_text(option: str, value: object) -> None:
@@ -176,9 +177,7 @@ def _retry(value: object) -> None:
         return
     problem = f"must be a Retry policy, got {_got(value)}"
     if isinstance(value, BackOff):
-        problem += (
-            "; a back-off says when, a Retry how: pass retry=Retry(backoff=BackOff.fixed(...))"
-        )
+        problem += "; a BackOff goes inside a Retry: pass retry=Retry(backoff=BackOff.fixed(...))"
     elif value in (Retry, Retry.none, Retry.seek, Retry.in_place):
         problem += _call_it(value)
     else:

@@ -43,7 +43,7 @@ def check_deserializer(option: str, value: object) -> None:
     if callable(value):
         return
     if not isinstance(value, str) or value not in BUILT_IN:
-        got = repr(value) if isinstance(value, str) else f"{value!r} (a {type(value).__name__})"
+        got = repr(value) if isinstance(value, str) else f"{value!r} (type {type(value).__name__})"
         raise ConfigError(option, f"must be one of {sorted(BUILT_IN)} or a function, got {got}")
 
 
