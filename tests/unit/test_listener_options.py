@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -260,3 +262,10 @@ def test_the_methods_take_exactly_the_options_of_the_dataclass(method: Any) -> N
 
 def test_default_options_are_valid() -> None:
     assert ListenerOptions() == ListenerOptions(max_poll_records=500)
+
+
+def test_the_readme_table_lists_every_option_in_order() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("| Option | Type | Default | Meaning |") :].split("\n\n")[0]
+    names = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert tuple(names) == OPTION_NAMES
