@@ -17,16 +17,25 @@ from redrive.consumer.loop import Loop
 from redrive.errors import ConfigError, KafkaUnavailable
 from redrive.events import EventBus
 from redrive.listener import ListenerSpec
+from redrive.message import Message
+from redrive.options import KafkaValue, ListenerOptions, Ordering
 from redrive.recover.base import Recoverer, describe
 from redrive.recover.breaker import default_recoverer
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
-from redrive.serde import Deserializer, resolve
+from redrive.serde import DeserializerOption, resolve
 from redrive.topics import ChainRecoverer, RetryTopics, ensure_topics, retry_listener
 
 log = logging.getLogger("redrive.app")
 
-F = TypeVar("F", bound=Callable[..., Any])
+RecordHandler = Callable[[Message], object]
+"""A record listener: ``def handle(msg: Message) -> None`` or ``async def``."""
+BatchHandler = Callable[[list[Message]], object]
+"""A batch listener: ``def handle(batch: list[Message]) -> None`` or ``async def``."""
+
+RecordHandlerT = TypeVar("RecordHandlerT", bound=RecordHandler)
+BatchHandlerT = TypeVar("BatchHandlerT", bound=BatchHandler)
+H = TypeVar("H", bound=Callable[..., object])
 
 # Settings redrive owns: letting the client commit or store offsets by itself would break C1.
 _RESERVED = {
@@ -89,73 +98,122 @@ class App:
 
     # -- registration -----------------------------------------------------------------
 
-    def listener(self, topics: str | Iterable[str], **options: Any) -> Callable[[F], F]:
-        """Register a record listener: ``handler(msg)`` once per record, in poll order.
-
-        Options: ``group_id``, ``max_poll_records`` (500), ``key_deserializer`` and
-        ``value_deserializer`` ("bytes", "str", "json" or a function), ``commit``
-        (``Commit.per_poll()``), ``retry`` (``Retry()``), ``recoverer`` (``DeadLetter()``
-        behind a ``CircuitBreaker``), ``kafka`` (confluent-kafka settings), ``poll_timeout``
-        (0.5 s), ``name``, ``retry_topics`` (``RetryTopics(...)``: non-blocking retries
-        through retry topics).
-
-        For I/O-bound handlers: ``concurrency=N`` handles up to N records at once (``async
-        def`` handlers as tasks, plain functions on N threads), keeping the order per
-        ``ordering`` ("partition", "key" or "none"); commits still never pass an unfinished
-        record. ``max_in_flight`` bounds the records handed over and not yet done;
-        ``drain_timeout`` (30 s) bounds the wait for running records on revocation and stop.
-        """
-        return self._register(topics, batch=False, **options)
-
-    def batch_listener(self, topics: str | Iterable[str], **options: Any) -> Callable[[F], F]:
-        """Register a batch listener: ``handler(batch)`` once per poll with a list of records.
-
-        Raise ``BatchFailed(index=i)`` to say which record failed; any other exception
-        retries the whole batch. Options as for ``listener``.
-        """
-        return self._register(topics, batch=True, **options)
-
-    def _register(
+    def listener(
         self,
         topics: str | Iterable[str],
         *,
-        batch: bool,
         group_id: str | None = None,
         max_poll_records: int = 500,
-        key_deserializer: str | Deserializer = "bytes",
-        value_deserializer: str | Deserializer = "bytes",
+        key_deserializer: DeserializerOption = "bytes",
+        value_deserializer: DeserializerOption = "bytes",
         commit: Commit | None = None,
         retry: Retry | None = None,
         recoverer: Recoverer | None = None,
-        kafka: Mapping[str, Any] | None = None,
+        kafka: Mapping[str, KafkaValue] | None = None,
         poll_timeout: float = 0.5,
         name: str | None = None,
         retry_topics: RetryTopics | None = None,
         concurrency: int = 1,
-        ordering: str = "partition",
+        ordering: Ordering = "partition",
         max_in_flight: int | None = None,
         drain_timeout: float = 30.0,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[RecordHandlerT], RecordHandlerT]:
+        """Register a record listener: ``handler(msg)`` once per record, in poll order.
+
+        ```python
+        @app.listener("orders", max_poll_records=100, value_deserializer="json")
+        def handle(msg: Message) -> None: ...
+        ```
+
+        The handler takes one ``Message``; it may be ``async def``. The options are
+        keyword-only; ``redrive.options.ListenerOptions`` documents each one and checks its
+        type and value here, so a mistake raises ``ConfigError`` before anything runs.
+
+        For I/O-bound handlers, ``concurrency=N`` handles up to N records at once (``async
+        def`` handlers as tasks, plain functions on N threads), keeping the order given by
+        ``ordering``; commits still never pass an unfinished record.
+        """
+        options = ListenerOptions(
+            group_id=group_id,
+            max_poll_records=max_poll_records,
+            key_deserializer=key_deserializer,
+            value_deserializer=value_deserializer,
+            commit=commit,
+            retry=retry,
+            recoverer=recoverer,
+            kafka=kafka,
+            poll_timeout=poll_timeout,
+            name=name,
+            retry_topics=retry_topics,
+            concurrency=concurrency,
+            ordering=ordering,
+            max_in_flight=max_in_flight,
+            drain_timeout=drain_timeout,
+        )
+        return self._register(topics, options, batch=False)
+
+    def batch_listener(
+        self,
+        topics: str | Iterable[str],
+        *,
+        group_id: str | None = None,
+        max_poll_records: int = 500,
+        key_deserializer: DeserializerOption = "bytes",
+        value_deserializer: DeserializerOption = "bytes",
+        commit: Commit | None = None,
+        retry: Retry | None = None,
+        recoverer: Recoverer | None = None,
+        kafka: Mapping[str, KafkaValue] | None = None,
+        poll_timeout: float = 0.5,
+        name: str | None = None,
+        retry_topics: RetryTopics | None = None,
+        concurrency: int = 1,
+        ordering: Ordering = "partition",
+        max_in_flight: int | None = None,
+        drain_timeout: float = 30.0,
+    ) -> Callable[[BatchHandlerT], BatchHandlerT]:
+        """Register a batch listener: ``handler(batch)`` once per poll with a list of records.
+
+        ```python
+        @app.batch_listener("orders", max_poll_records=100)
+        def handle(batch: list[Message]) -> None: ...
+        ```
+
+        Raise ``BatchFailed(index=i)`` to say which record failed; any other exception
+        retries the whole batch. The handler takes a ``list[Message]``; it may be ``async
+        def``. Options as for ``listener()`` (see ``redrive.options.ListenerOptions``), except
+        ``concurrency``, ``ordering`` and ``max_in_flight``, which apply to record listeners.
+        """
+        options = ListenerOptions(
+            group_id=group_id,
+            max_poll_records=max_poll_records,
+            key_deserializer=key_deserializer,
+            value_deserializer=value_deserializer,
+            commit=commit,
+            retry=retry,
+            recoverer=recoverer,
+            kafka=kafka,
+            poll_timeout=poll_timeout,
+            name=name,
+            retry_topics=retry_topics,
+            concurrency=concurrency,
+            ordering=ordering,
+            max_in_flight=max_in_flight,
+            drain_timeout=drain_timeout,
+        )
+        return self._register(topics, options, batch=True)
+
+    def _register(
+        self, topics: str | Iterable[str], options: ListenerOptions, *, batch: bool
+    ) -> Callable[[H], H]:
+        """Check what one option cannot check alone, then return the decorator."""
         topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
         if not topic_list or not all(isinstance(t, str) and t for t in topic_list):
             raise ConfigError("topics", f"give one or more topic names, got {topics!r}")
-        group = group_id or self.group_id
+        group = options.group_id or self.group_id
         if not group:
             raise ConfigError("group_id", "no group id: pass group_id= to App or to the listener")
-        if not isinstance(max_poll_records, int) or max_poll_records < 1:
-            raise ConfigError(
-                "max_poll_records", f"must be a whole number >= 1, got {max_poll_records!r}"
-            )
-        if not poll_timeout > 0:
-            raise ConfigError("poll_timeout", f"must be > 0 seconds, got {poll_timeout!r}")
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ConfigError("concurrency", f"must be a whole number >= 1, got {concurrency!r}")
-        if ordering not in ("partition", "key", "none"):
-            raise ConfigError("ordering", f"must be 'partition', 'key' or 'none', got {ordering!r}")
-        if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
-            raise ConfigError(
-                "max_in_flight", f"must be a whole number >= 1, got {max_in_flight!r}"
-            )
+        concurrency, commit = options.concurrency, options.commit
         if batch and concurrency > 1:
             raise ConfigError("concurrency", "applies to record listeners (@app.listener) only")
         if concurrency > 1 and commit is not None and commit.manual_ack:
@@ -165,12 +223,13 @@ class App:
                 "done when its handler returns; use Commit.per_poll() or Commit.interval()",
             )
         commit = commit or Commit.per_poll()
+        retry, retry_topics, recoverer = options.retry, options.retry_topics, options.recoverer
         if retry_topics is not None and recoverer is not None:
             raise ConfigError(
                 "recoverer", "a listener with retry_topics= ends its chain in <topic>-dlt; "
                 "drop recoverer= (or drop retry_topics= to keep your recoverer)",
             )  # fmt: skip
-        user_kafka = {**self.kafka, **(kafka or {})}
+        user_kafka = {**self.kafka, **(options.kafka or {})}
         for key, why in _RESERVED.items():
             if key in user_kafka:
                 raise ConfigError(f"kafka:{key}", f"is set by redrive: {why}")
@@ -194,31 +253,31 @@ class App:
         }
         if str(settings.get("group.protocol", "classic")).lower() == "consumer":
             settings.pop("partition.assignment.strategy", None)  # the broker assigns
-        key_des = resolve("key_deserializer", key_deserializer)
-        value_des = resolve("value_deserializer", value_deserializer)
+        key_des = resolve("key_deserializer", options.key_deserializer)
+        value_des = resolve("value_deserializer", options.value_deserializer)
 
-        def register(handler: F) -> F:
+        def register(handler: H) -> H:
             if not callable(handler):
                 raise ConfigError("handler", f"must be callable, got {handler!r}")
             self.specs.append(
                 ListenerSpec(
-                    name=name or str(getattr(handler, "__qualname__", repr(handler))),
+                    name=options.name or str(getattr(handler, "__qualname__", repr(handler))),
                     topics=topic_list,
                     group_id=group,
                     handler=handler,
                     batch=batch,
-                    max_poll_records=max_poll_records,
+                    max_poll_records=options.max_poll_records,
                     key_deserializer=key_des,
                     value_deserializer=value_des,
                     commit=commit,
                     retry=retry or Retry(),
                     recoverer=recoverer if recoverer is not None else default_recoverer(),
                     kafka=settings,
-                    poll_timeout=poll_timeout,
+                    poll_timeout=options.poll_timeout,
                     concurrency=concurrency,
-                    ordering=ordering,
-                    max_in_flight=max_in_flight,
-                    drain_timeout=drain_timeout,
+                    ordering=options.ordering,
+                    max_in_flight=options.max_in_flight,
+                    drain_timeout=options.drain_timeout,
                 )
             )
             if retry_topics is not None:  # failures hop to retry topics that a second
