@@ -190,16 +190,19 @@ def test_a_retry_topic_is_one_lifeline_on_the_right_also_when_it_is_read() -> No
     assert [p.label for p in trace.participants][-1] == "orders-retry-0"
 
 
-def test_a_record_handed_back_without_a_failure_is_drawn_as_not_due() -> None:
+def test_a_record_not_due_yet_is_drawn_as_a_wait_not_a_handling() -> None:
     events = [
-        ev.Delivered("c", ((TP, 1, 2),), ts=1),
-        ev.BackingOff("c", TP, 1, 2, 0.93, ts=2),
+        ev.NotDue("c", TP, 1, 2.93, ts=2),  # the loop never handed it over
         ev.Delivered("c", ((TP, 1, 2),), ts=3),
         ev.Failed("c", TP, 1, 2, "RuntimeError", "boom", ts=4),
         ev.BackingOff("c", TP, 1, 2, 1.0, ts=5),
     ]
-    notes = [s.text for s in build(events, NAMES).steps if isinstance(s, Note)]
+    steps = build(events, NAMES).steps
+    notes = [s.text for s in steps if isinstance(s, Note)]
     assert notes == ["m2 not due yet: wait 0.93 s", "back-off 1.00 s (m2)"]
+    assert [s.label for s in steps if isinstance(s, Arrow) and s.kind == "handle"] == [
+        "handle m2 (attempt 2)"
+    ]
 
 
 def test_svg_has_one_group_per_arrow_and_unique_markers() -> None:
@@ -287,21 +290,3 @@ def test_terminal_timeline_has_one_line_per_step() -> None:
     assert len(lines) == len(trace.steps)
     assert any("consumer -> consumer offsets  commit orders[0]=3" in line for line in lines)
     assert isinstance(trace.steps[2], Arrow)
-
-
-def test_a_record_handed_back_before_its_due_time_is_not_counted_as_handled() -> None:
-    from redrive.events import BackingOff, Delivered, Failed
-    from redrive.lab.scenarios import Result, rows
-    from redrive.message import TopicPartition
-
-    tp = TopicPartition("orders-retry-0", 0)
-    events = [
-        Delivered("c", ((tp, 0, 2),)),
-        BackingOff("c", tp, 0, 2, 0.4),  # not due yet: the handler never ran
-        Delivered("c", ((tp, 0, 2),)),
-        Failed("c", tp, 0, 2, "RuntimeError", "still failing"),
-        BackingOff("c", tp, 0, 2, 1.0),  # a real back-off after a failure
-    ]
-    result = Result("x", "X", "R4", "story", events=events, names={("orders-retry-0", 0, 0): "m2"})
-    (row,) = rows(result)
-    assert row.handled == 1

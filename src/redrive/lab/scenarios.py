@@ -241,11 +241,19 @@ class Lab:
         return [e for e in list(self.recorder.events) if isinstance(e, kind)]
 
     def commits(self, topic: str) -> list[dict[int, int]]:
-        """Positions of `topic` in each recorded commit, in order."""
+        """Positions of `topic` in each recorded commit that moved one, in order. Commits
+        that only write metadata (the owner's window, attempt marks, a clean hand-over at
+        the same position) are left out; the diagrams draw them all."""
         out = []
+        last: dict[int, int] = {}
         for e in self.events(Committed):
-            got = {tp.partition: pos for tp, pos in e.positions if tp.topic == topic}
+            got = {
+                tp.partition: pos
+                for tp, pos in e.positions
+                if tp.topic == topic and last.get(tp.partition, 0) != pos
+            }
             if got:
+                last.update(got)
                 out.append(got)
         return out
 
@@ -318,18 +326,11 @@ def rows(result: Result) -> list[Row]:
     """Per record: times handed to the handler, and its final outcome."""
     handled: dict[tuple[str, int, int], int] = {}
     outcome: dict[tuple[str, int, int], str] = {}
-    open_: set[tuple[str, int, int]] = set()  # handed over, no result yet
     for e in result.events:
         if isinstance(e, Delivered):
             for tp, o, _ in e.records:
                 key = (tp.topic, tp.partition, o)
                 handled[key] = handled.get(key, 0) + 1
-                open_.add(key)
-        elif isinstance(e, Succeeded | Failed):
-            open_.discard((e.tp.topic, e.tp.partition, e.offset))
-        if isinstance(e, BackingOff) and (key := (e.tp.topic, e.tp.partition, e.offset)) in open_:
-            handled[key] -= 1  # handed back before its due time (Defer): the handler never ran
-            open_.discard(key)
         elif isinstance(e, Succeeded):
             outcome[(e.tp.topic, e.tp.partition, e.offset)] = "handled"
         elif isinstance(e, Failed):

@@ -186,11 +186,12 @@ class _Builder:
                 e, self.listener(), client, label + (" (fatal)" if e.fatal else ""), "exception"
             )
         elif isinstance(e, ev.BackingOff):
-            rec = self.rec(e.tp, e.offset)
-            if self.last.get(e.listener) == "Delivered":  # no failure: the record is not due
-                self.note(e, client, f"{rec} not due yet: wait {e.delay:.2f} s", "back-off")
-            else:
-                self.note(e, client, f"back-off {e.delay:.2f} s ({rec})", "back-off")
+            self.note(e, client, f"back-off {e.delay:.2f} s ({self.rec(e.tp, e.offset)})",
+                      "back-off")  # fmt: skip
+        elif isinstance(e, ev.NotDue):
+            wait = e.due - e.ts
+            self.note(e, client, f"{self.rec(e.tp, e.offset)} not due yet: wait {wait:.2f} s",
+                      "back-off")  # fmt: skip
         elif isinstance(e, ev.Paused):
             for tp in e.partitions:
                 self.arrow(e, client, self.topic(tp.topic), f"pause [{tp.partition}]", "pause")
