@@ -10,7 +10,7 @@ import time
 import pytest
 
 from redrive import ConfigError, Defer, Message, RetryTopics
-from redrive.topics import headers as rt
+from redrive import headers as h
 from redrive.topics.hop import due_gate
 
 
@@ -42,24 +42,26 @@ def test_invalid_chains_name_the_setting(make) -> None:
      (1_700_000_000_123, bytes.fromhex("018bcfe5687b"))],
 )  # fmt: skip
 def test_big_integer_encoding_matches_java(n: int, java: bytes) -> None:
-    assert rt.big_int(n) == java
-    assert rt.from_big_int(java) == n
+    assert h.big_int(n) == java
+    assert h.from_big_int(java) == n
 
 
 def test_attempts_as_four_byte_int_decode_too() -> None:
-    assert rt.decode([(rt.ATTEMPTS, struct.pack(">i", 3))]) == {rt.ATTEMPTS: 3}
+    assert h.decode([(h.RETRY_ATTEMPTS, struct.pack(">i", 3))]) == {h.RETRY_ATTEMPTS: 3}
 
 
 def test_due_gate_defers_a_record_until_its_due_time() -> None:
     seen: list[Message] = []
     gate = due_gate(seen.append, batch=False)
-    later = rt.big_int(int(time.time() * 1000) + 60_000)
-    msg = Message("t-retry", 0, 0, headers=((rt.BACKOFF_TIMESTAMP, later), (rt.ATTEMPTS, b"\x02")))
+    later = h.big_int(int(time.time() * 1000) + 60_000)
+    msg = Message(
+        "t-retry", 0, 0, headers=((h.RETRY_BACKOFF_TIMESTAMP, later), (h.RETRY_ATTEMPTS, b"\x02"))
+    )
     with pytest.raises(Defer) as d:
         gate(msg)
     assert 55 < d.value.delay <= 60 and not seen
-    due = Message("t-retry", 0, 1, headers=((rt.BACKOFF_TIMESTAMP, rt.big_int(0)),
-                                            (rt.ATTEMPTS, b"\x03")))  # fmt: skip
+    due = Message("t-retry", 0, 1, headers=((h.RETRY_BACKOFF_TIMESTAMP, h.big_int(0)),
+                                            (h.RETRY_ATTEMPTS, b"\x03")))  # fmt: skip
     gate(due)
     assert seen == [due] and due.attempt == 3
 
@@ -72,7 +74,7 @@ def test_due_gate_keeps_async_handlers_async() -> None:
 
     gate = due_gate(handle, batch=False)
     assert inspect.iscoroutinefunction(gate)
-    msg = Message("t-retry", 0, 0, headers=((rt.ATTEMPTS, b"\x02"),))
+    msg = Message("t-retry", 0, 0, headers=((h.RETRY_ATTEMPTS, b"\x02"),))
     asyncio.run(gate(msg))
     assert seen == [2]
 
@@ -80,10 +82,10 @@ def test_due_gate_keeps_async_handlers_async() -> None:
 def test_batch_gate_hands_over_the_due_prefix_then_defers() -> None:
     calls: list[list[int]] = []
     gate = due_gate(lambda batch: calls.append([m.offset for m in batch]), batch=True)
-    later = rt.big_int(int(time.time() * 1000) + 60_000)
+    later = h.big_int(int(time.time() * 1000) + 60_000)
     batch = [
         Message("t-retry", 0, 0),
-        Message("t-retry", 0, 1, headers=((rt.BACKOFF_TIMESTAMP, later),)),
+        Message("t-retry", 0, 1, headers=((h.RETRY_BACKOFF_TIMESTAMP, later),)),
         Message("t-retry", 0, 2),
     ]
     with pytest.raises(Defer) as d:

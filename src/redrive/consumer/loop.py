@@ -49,7 +49,7 @@ from redrive.events import (
 )
 from redrive.listener import ListenerSpec
 from redrive.message import Message, TopicPartition
-from redrive.recover.base import Context
+from redrive.recover.base import Context, ListenerContext
 from redrive.retry.attempts import Attempt
 
 log = logging.getLogger("redrive.loop")
@@ -100,12 +100,15 @@ class Loop:
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        bind = getattr(self.spec.recoverer, "bind", None)
-        if bind is not None:  # e.g. a CircuitBreaker, which compares failures to successes
-            bind(self.spec.name, lambda: self.handled)
-        prepare = getattr(self.spec.recoverer, "prepare", None)
-        if prepare is not None:  # e.g. the dead-letter producer: connect before it is needed
-            prepare(self.spec.kafka)
+        spec = self.spec
+        spec.recoverer.start(
+            ListenerContext(
+                name=spec.name,
+                group_id=spec.group_id,
+                kafka=spec.kafka,
+                handled=lambda: self.handled,
+            )
+        )
         self.client.subscribe(self.spec.topics, self._on_assign, self._on_revoke, self._on_lost)
         if self.bus:
             self.bus.emit(Started(self.spec.name, self.spec.group_id, self.spec.topics))
