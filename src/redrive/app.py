@@ -19,7 +19,7 @@ from redrive.events import EventBus
 from redrive.listener import ListenerSpec
 from redrive.message import Message
 from redrive.options import KafkaValue, ListenerOptions, Ordering
-from redrive.recover.base import Recoverer, describe
+from redrive.recover.base import Recoverer
 from redrive.recover.breaker import default_recoverer
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
@@ -324,8 +324,8 @@ class App:
                 "listener %s: topics=%s group=%s %s, commit=%s, retry=%s%s, recoverer=%s%s",
                 spec.name, ",".join(spec.topics), spec.group_id,
                 "batch" if spec.batch else "record", spec.commit.name, spec.retry.describe(),
-                " (default)" if spec.retry == Retry() else "", describe(spec.recoverer),
-                " (default)" if getattr(spec.recoverer, "is_default", False) else "",
+                " (default)" if spec.retry == Retry() else "", spec.recoverer.describe(),
+                " (default)" if spec.recoverer.describe() == default_recoverer().describe() else "",
             )  # fmt: skip
             log.debug("listener %s client settings: %s", spec.name, redact(spec.kafka))
         self._threads = [

@@ -190,14 +190,14 @@ def _recoverer(value: object) -> None:
         return
     if isinstance(value, type):
         problem = f"must be a recoverer object, got {_got(value)}{_call_it(value)}"
-    elif callable(getattr(value, "recover", None)) and callable(getattr(value, "close", None)):
+    elif isinstance(value, Recoverer):
         return
     elif callable(value):
         problem = f"must be a recoverer object, got {_got(value)}; wrap a function: Call(fn)"
     else:
         problem = (
-            f"must be a recoverer object (with recover() and close()), got {_got(value)}; "
-            f"pass a recoverer object such as {_RECOVERERS}"
+            f"must be a Recoverer, got {_got(value)}; pass a recoverer object such as "
+            f"{_RECOVERERS}, or subclass redrive.recover.Recoverer"
         )
     raise ConfigError("recoverer", problem)
 

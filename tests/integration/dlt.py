@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from redrive import admin
-from redrive.recover.headers import decode
+from redrive.headers import decode
 
 
 def dead_letters(kafka: str, topic: str) -> list[Any]:

@@ -20,8 +20,8 @@ from redrive import (
     Retry,
     admin,
 )
+from redrive import headers as h
 from redrive.events import DeadLettered, RecoveryRetrying, Stopped
-from redrive.recover import headers as h
 
 from .dlt import dead_letters, header_values, raw_headers
 from .helpers import FAST, running, wait_for
@@ -65,23 +65,23 @@ def test_d1_d2_headers_field_by_field_and_no_pile_up_after_replay(kafka, make_to
     raw = dict(raw_headers(dead))
     assert raw["trace-id"] == b"abc"
     # D2: Spring Kafka's names and binary encodings
-    assert raw[h.ORIGINAL_TOPIC] == topic.encode()
-    assert raw[h.ORIGINAL_PARTITION] == struct.pack(">i", 1)  # 4-byte big-endian int
-    assert raw[h.ORIGINAL_OFFSET] == struct.pack(">q", 0)  # 8-byte big-endian long
-    assert raw[h.ORIGINAL_TIMESTAMP] == struct.pack(">q", source.timestamp()[1])
-    assert raw[h.ORIGINAL_TIMESTAMP_TYPE] == b"CreateTime"
-    assert raw[h.ORIGINAL_CONSUMER_GROUP] == group.encode()
-    assert raw[h.EXCEPTION_FQCN] == f"{__name__}.OrderRejected".encode()
-    assert raw[h.EXCEPTION_CAUSE_FQCN] == b"KeyError"
-    assert raw[h.EXCEPTION_MESSAGE].startswith(b"order rejected: xxx")
-    assert len(raw[h.EXCEPTION_MESSAGE]) == 4096  # capped
-    trace = raw[h.EXCEPTION_STACKTRACE]
+    assert raw[h.DLT_ORIGINAL_TOPIC] == topic.encode()
+    assert raw[h.DLT_ORIGINAL_PARTITION] == struct.pack(">i", 1)  # 4-byte big-endian int
+    assert raw[h.DLT_ORIGINAL_OFFSET] == struct.pack(">q", 0)  # 8-byte big-endian long
+    assert raw[h.DLT_ORIGINAL_TIMESTAMP] == struct.pack(">q", source.timestamp()[1])
+    assert raw[h.DLT_ORIGINAL_TIMESTAMP_TYPE] == b"CreateTime"
+    assert raw[h.DLT_ORIGINAL_CONSUMER_GROUP] == group.encode()
+    assert raw[h.DLT_EXCEPTION_FQCN] == f"{__name__}.OrderRejected".encode()
+    assert raw[h.DLT_EXCEPTION_CAUSE_FQCN] == b"KeyError"
+    assert raw[h.DLT_EXCEPTION_MESSAGE].startswith(b"order rejected: xxx")
+    assert len(raw[h.DLT_EXCEPTION_MESSAGE]) == 4096  # capped
+    trace = raw[h.DLT_EXCEPTION_STACKTRACE]
     assert len(trace) < h.STACKTRACE_LIMIT  # capped: the long message line is cut
     assert b"KeyError: 'sku-42'" in trace and b"in handle" in trace  # frames and cause kept
     assert f"{__name__}.OrderRejected: order rejected: xxx".encode() in trace
     # redrive's own: attempts (4-byte int) and first failure (8-byte long, epoch ms)
-    assert struct.unpack(">i", raw[h.ATTEMPTS]) == (1,)
-    (first_failure,) = struct.unpack(">q", raw[h.FIRST_FAILURE])
+    assert struct.unpack(">i", raw[h.REDRIVE_ATTEMPTS]) == (1,)
+    (first_failure,) = struct.unpack(">q", raw[h.REDRIVE_FIRST_FAILURE])
     assert int(before * 1000) <= first_failure <= int(after * 1000)
 
     # A replay: the dead letter goes back to its origin (headers and all) and fails again.
@@ -93,11 +93,11 @@ def test_d1_d2_headers_field_by_field_and_no_pile_up_after_replay(kafka, make_to
         wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: None, 1: 2})
     first, again = dead_letters(kafka, dlt)
     names_again = [k for k, _ in raw_headers(again)]
-    for name in (h.ORIGINAL_TOPIC, h.ORIGINAL_OFFSET, h.EXCEPTION_FQCN, h.EXCEPTION_STACKTRACE,
-                 h.ATTEMPTS, h.FIRST_FAILURE, "trace-id"):  # fmt: skip
+    for name in (h.DLT_ORIGINAL_TOPIC, h.DLT_ORIGINAL_OFFSET, h.DLT_EXCEPTION_FQCN, h.DLT_EXCEPTION_STACKTRACE,
+                 h.REDRIVE_ATTEMPTS, h.REDRIVE_FIRST_FAILURE, "trace-id"):  # fmt: skip
         assert names_again.count(name) == 1, name
     assert len(names_again) == len(raw_headers(first))
-    assert header_values(again)[h.ORIGINAL_OFFSET] == 1  # the replayed record's offset
+    assert header_values(again)[h.DLT_ORIGINAL_OFFSET] == 1  # the replayed record's offset
 
 
 def test_d3_dead_letter_write_failing_keeps_the_record_until_it_succeeds(
@@ -126,8 +126,8 @@ def test_d3_dead_letter_write_failing_keeps_the_record_until_it_succeeds(
     assert calls == ["ok", "poison", "after"]
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert dead.value() == b"poison"
-    assert header_values(dead)[h.EXCEPTION_FQCN] == "ConnectionError"  # the handler's error
-    assert header_values(dead)[h.EXCEPTION_MESSAGE] == "cannot store the order"
+    assert header_values(dead)[h.DLT_EXCEPTION_FQCN] == "ConnectionError"  # the handler's error
+    assert header_values(dead)[h.DLT_EXCEPTION_MESSAGE] == "cannot store the order"
     assert len(rec.of(DeadLettered)) == 1
     why = [r.getMessage() for r in caplog.records if "recovering" in r.getMessage()]
     assert why and "is not available" in why[0] and f"{topic}-dlt" in why[0]
@@ -186,9 +186,12 @@ def test_f4_undecodable_json_is_dead_lettered_raw_and_never_handled(
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert dead.value() == b"{not json \xff"  # the raw bytes
     values = header_values(dead)
-    assert values[h.EXCEPTION_FQCN] == "redrive.errors.DeserializationError"
-    assert values[h.EXCEPTION_CAUSE_FQCN] in ("json.decoder.JSONDecodeError", "UnicodeDecodeError")
-    assert values[h.ATTEMPTS] == 1
+    assert values[h.DLT_EXCEPTION_FQCN] == "redrive.errors.DeserializationError"
+    assert values[h.DLT_EXCEPTION_CAUSE_FQCN] in (
+        "json.decoder.JSONDecodeError",
+        "UnicodeDecodeError",
+    )
+    assert values[h.REDRIVE_ATTEMPTS] == 1
     assert len(rec.of(DeadLettered)) == 1  # no loop
 
 
@@ -219,7 +222,7 @@ def test_circuit_breaker_trips_with_a_clear_error(kafka, make_topic, names) -> N
     assert f"{topic}[0]@6" in text and "uncommitted" in text
     assert handled == [0, 1, 2, 3, 4, 5, 6]  # nothing after the record that tripped it
     dead = dead_letters(kafka, f"{topic}-dlt")  # offsets 1, 2 (then "ok" resets), 4, 5
-    assert [header_values(m)[h.ORIGINAL_OFFSET] for m in dead] == [1, 2, 4, 5]
+    assert [header_values(m)[h.DLT_ORIGINAL_OFFSET] for m in dead] == [1, 2, 4, 5]
     assert admin.committed_offsets(kafka, group, topic) == {0: 6}  # stays at the tripper
 
 
@@ -281,8 +284,9 @@ def test_d3_unacknowledged_dead_letter_is_awaited_not_written_twice(
 
     @app.listener(topic, value_deserializer="str", retry=retry, recoverer=publisher)
     def handle(msg: Message) -> None:
-        if msg.value == "second" and not isinstance(publisher._producer, FirstFlushSeesNoAck):
-            publisher._producer = FirstFlushSeesNoAck(publisher._producer)  # type: ignore[assignment]
+        inner = publisher.publisher
+        if msg.value == "second" and not isinstance(inner._producer, FirstFlushSeesNoAck):
+            inner._producer = FirstFlushSeesNoAck(inner._producer)  # type: ignore[assignment]
         raise ConnectionError(f"cannot store {msg.value}")
 
     with running(app) as rec:

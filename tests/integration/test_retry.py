@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from redrive import App, BackOff, ListenerStopped, Message, Retry, Stop, TopicPartition, admin
+from redrive import headers as h
 from redrive.events import Assigned, BackingOff, Committed, Failed, Lost, Revoked, Stopped
-from redrive.recover import headers as h
 
 from .dlt import dead_letters, header_values
 from .helpers import FAST, commits, running, wait_for
@@ -138,7 +138,7 @@ def test_r3_seek_retry_commits_prefix_dead_letters_once_and_moves_on_e2(
     assert all(c[0] <= 1 for c in before_dlt)
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert dead.value() == b"m2"
-    assert header_values(dead)[h.ATTEMPTS] == 3
+    assert header_values(dead)[h.REDRIVE_ATTEMPTS] == 3
     assert len(rec.of(Assigned)) == 1  # the same consumer did every attempt
 
 
@@ -166,8 +166,8 @@ def test_f5_fatal_error_goes_straight_to_dead_letter_and_defaults_are_logged(
     assert failed.fatal
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
     assert dead.value() == b"poison"
-    assert header_values(dead)[h.ATTEMPTS] == 1
-    assert header_values(dead)[h.EXCEPTION_FQCN] == "ValueError"
+    assert header_values(dead)[h.REDRIVE_ATTEMPTS] == 1
+    assert header_values(dead)[h.DLT_EXCEPTION_FQCN] == "ValueError"
     startup = [r.getMessage() for r in caplog.records if r.getMessage().startswith("listener ")]
     assert len(startup) == 1
     assert "retry=seek exponential 1s..30s x2 full jitter, 10 attempts" in startup[0]
@@ -213,7 +213,7 @@ def test_r3_graceful_handover_continues_the_attempt_count_e3(kafka, make_topic, 
     kinds = [e.kind for e in rec_b.events if e.kind in ("BackingOff", "Delivered")]
     assert kinds[:2] == ["BackingOff", "Delivered"]
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
-    assert header_values(dead)[h.ATTEMPTS] == 4
+    assert header_values(dead)[h.REDRIVE_ATTEMPTS] == 4
 
 
 @pytest.mark.parametrize(
@@ -270,9 +270,9 @@ def test_r3_sigkill_mid_attempt_continues_the_attempt_count_e3(
         wait_for(lambda: admin.committed_offsets(kafka, group, topic) == {0: 1}, timeout=60)
     assert {"child": by_child, "new owner": by_new_owner} == expected
     (dead,) = dead_letters(kafka, f"{topic}-dlt")
-    assert header_values(dead)[h.ATTEMPTS] == max_attempts
-    assert "downstream unavailable" in header_values(dead)[h.EXCEPTION_MESSAGE]
-    assert header_values(dead)[h.EXCEPTION_FQCN] == "ConnectionError"  # also from the child's
+    assert header_values(dead)[h.REDRIVE_ATTEMPTS] == max_attempts
+    assert "downstream unavailable" in header_values(dead)[h.DLT_EXCEPTION_MESSAGE]
+    assert header_values(dead)[h.DLT_EXCEPTION_FQCN] == "ConnectionError"  # also from the child's
     total = len(by_child) + len(by_new_owner)
     assert total <= max_attempts + (1 if kill_at == 1 else 0)
     print(f"SIGKILL inside attempt {kill_at} of {max_attempts}: {total} handler runs")

@@ -11,9 +11,8 @@ import time
 import pytest
 
 from redrive import App, ConfigError, Message, RetryTopics, admin
+from redrive import headers as h
 from redrive.events import DeadLettered, RetryHop
-from redrive.recover import headers as dlt
-from redrive.topics import headers as rt
 
 from .helpers import FAST, running, wait_for
 
@@ -97,7 +96,7 @@ def test_r4_exhaustion_never_early_then_dead_lettered_once_d6(kafka, make_topic,
 
     @app.listener(topic, value_deserializer="str", retry_topics=RetryTopics(delays))
     def handle(msg: Message) -> None:
-        handled.append((_now_ms(), rt.due_ms(msg), msg.topic, msg.attempt))
+        handled.append((_now_ms(), h.due_ms(msg), msg.topic, msg.attempt))
         raise Poison("never works")
 
     with running(app) as rec:
@@ -129,18 +128,17 @@ def test_r4_exhaustion_never_early_then_dead_lettered_once_d6(kafka, make_topic,
     assert dead.partition() == 1 and dead.key() == b"k" and dead.value() == b"poison"
     names_seen = [k for k, _ in dead.headers()]
     assert len(names_seen) == len(set(names_seen))  # replaced on each hop, never piled up
-    h = dlt.decode(dead.headers())
-    assert h[dlt.ORIGINAL_TOPIC] == topic  # the origin, not the last retry topic
-    assert h[dlt.ORIGINAL_PARTITION] == 1 and h[dlt.ORIGINAL_OFFSET] == 0
-    assert h[dlt.ORIGINAL_CONSUMER_GROUP] == group
-    assert h[dlt.EXCEPTION_FQCN].endswith("test_retry_topics.Poison")
-    assert h[dlt.EXCEPTION_MESSAGE] == "never works"
-    assert "Poison: never works" in h[dlt.EXCEPTION_STACKTRACE]
-    assert h[dlt.ATTEMPTS] == 4
-    r = rt.decode(dead.headers())
-    assert r[rt.ATTEMPTS] == 5  # Spring's convention: the number the next attempt would have
+    d = h.decode(dead.headers())
+    assert d[h.DLT_ORIGINAL_TOPIC] == topic  # the origin, not the last retry topic
+    assert d[h.DLT_ORIGINAL_PARTITION] == 1 and d[h.DLT_ORIGINAL_OFFSET] == 0
+    assert d[h.DLT_ORIGINAL_CONSUMER_GROUP] == group
+    assert d[h.DLT_EXCEPTION_FQCN].endswith("test_retry_topics.Poison")
+    assert d[h.DLT_EXCEPTION_MESSAGE] == "never works"
+    assert "Poison: never works" in d[h.DLT_EXCEPTION_STACKTRACE]
+    assert d[h.REDRIVE_ATTEMPTS] == 4
+    assert d[h.RETRY_ATTEMPTS] == 5  # Spring's convention: the number the next attempt would have
     (original,) = admin.read_all(kafka, topic)
-    assert r[rt.ORIGINAL_TIMESTAMP] == h[dlt.ORIGINAL_TIMESTAMP] == original.timestamp()[1]
+    assert d[h.RETRY_ORIGINAL_TIMESTAMP] == d[h.DLT_ORIGINAL_TIMESTAMP] == original.timestamp()[1]
     assert dict(dead.headers())["trace-id"] == b"t-42"  # the record's own headers are kept
 
 
@@ -167,7 +165,7 @@ def test_r4_main_partition_flows_past_a_failed_record(kafka, make_topic, names) 
             what="good handled and the main partition committed past bad",
         )
     (waiting,) = admin.read_all(kafka, f"{topic}-retry")
-    due = rt.due_ms_of(waiting.headers())
+    due = h.decode(waiting.headers()).get(h.RETRY_BACKOFF_TIMESTAMP)
     assert handled[f"good@{topic}"] < due  # handled before bad's first retry was due
     assert f"bad@{topic}-retry" not in handled  # and bad was not handed over early
     # the retry consumer commits nothing past a record that is not due (C1)
@@ -197,7 +195,7 @@ def test_r4_total_retry_time_cap_dead_letters_without_further_attempts(
     assert handled == [topic, f"{topic}-retry-0"]
     assert admin.end_offsets(kafka, f"{topic}-retry-1") == {0: 0}  # no further attempt
     (dead,) = admin.read_all(kafka, f"{topic}-dlt")
-    assert dlt.decode(dead.headers())[dlt.ATTEMPTS] == 2
+    assert h.decode(dead.headers())[h.REDRIVE_ATTEMPTS] == 2
 
 
 def test_r4_batch_listener_sends_only_failing_records_to_retry(kafka, make_topic, names) -> None:
@@ -249,8 +247,8 @@ def test_r4_batch_retry_consumer_isolation_never_hands_over_early(kafka, make_to
     now = int(_now_ms())
     for value, due in (("r1", now), ("r2", now + 3000)):  # r2 is due 3 s after r1
         admin.produce(
-            kafka, retry, [value], headers=[(rt.ATTEMPTS, rt.big_int(2)),
-                                            (rt.BACKOFF_TIMESTAMP, rt.big_int(due))],
+            kafka, retry, [value], headers=[(h.RETRY_ATTEMPTS, h.big_int(2)),
+                                            (h.RETRY_BACKOFF_TIMESTAMP, h.big_int(due))],
         )  # fmt: skip
     group = names.group()
     app = App(kafka, group, kafka=FAST)

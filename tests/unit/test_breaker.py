@@ -6,10 +6,10 @@ import pytest
 
 from redrive import CircuitBreaker, ConfigError, ListenerStopped, Message
 from redrive.events import EventBus
-from redrive.recover.base import Context
+from redrive.recover.base import Context, ListenerContext, Recoverer
 
 
-class Collect:
+class Collect(Recoverer):
     def __init__(self) -> None:
         self.recovered: list[int] = []
         self.closed = False
@@ -35,7 +35,7 @@ def setup(**kwargs: object) -> tuple[CircuitBreaker, Collect, Handled, Context]:
     inner = Collect()
     breaker = CircuitBreaker(inner, **kwargs)  # type: ignore[arg-type]
     handled = Handled()
-    breaker.bind("l", handled)
+    breaker.start(ListenerContext("l", "g", {}, handled))
     return breaker, inner, handled, Context("l", "g", 1, 0.0, EventBus(), {})
 
 
@@ -85,7 +85,7 @@ def test_a_failed_recovery_is_not_counted() -> None:
             raise OSError("dlt down")
 
     breaker = CircuitBreaker(Broken(), in_a_row=2)
-    breaker.bind("l", Handled())
+    breaker.start(ListenerContext("l", "g", {}, Handled()))
     ctx = Context("l", "g", 1, 0.0, EventBus(), {})
     for _ in range(5):
         with pytest.raises(OSError):

@@ -26,6 +26,7 @@ from redrive import (
     Stop,
 )
 from redrive.options import OPTION_NAMES, ListenerOptions
+from redrive.recover.base import Recoverer
 
 
 def _noop(msg: Any) -> None:
@@ -69,8 +70,8 @@ def test_a_recoverer_name_asks_for_a_recoverer_object() -> None:
     with pytest.raises(ConfigError) as err:
         _app().batch_listener("t", recoverer="dlt")  # type: ignore[arg-type]
     assert str(err.value) == (
-        "invalid setting 'recoverer': must be a recoverer object (with recover() and close()), "
-        "got 'dlt'; pass a recoverer object such as DeadLetter(), Skip(), Stop(), Call(fn)"
+        "invalid setting 'recoverer': must be a Recoverer, got 'dlt'; pass a recoverer object "
+        "such as DeadLetter(), Skip(), Stop(), Call(fn), or subclass redrive.recover.Recoverer"
     )
 
 
@@ -186,8 +187,8 @@ def test_reserved_kafka_settings_are_refused() -> None:
 # -- what is accepted ---------------------------------------------------------------------
 
 
-class DuckRecoverer:
-    """Has recover() and close(); inherits from nothing."""
+class OwnRecoverer(Recoverer):
+    """A user's own recoverer."""
 
     def recover(self, msg: Message, exc: BaseException, ctx: object) -> None:
         pass
@@ -197,7 +198,7 @@ class DuckRecoverer:
 
 
 @pytest.mark.parametrize(
-    "recoverer", [DeadLetter(), Skip(), Stop(), Call(lambda m, e: None), DuckRecoverer()]
+    "recoverer", [DeadLetter(), Skip(), Stop(), Call(lambda m, e: None), OwnRecoverer()]
 )
 def test_recoverer_objects_are_accepted(recoverer: Any) -> None:
     app = _app()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from redrive import App, Retry
-from redrive.recover.base import describe
 from redrive.recover.breaker import default_recoverer
 
 README = Path(__file__).parents[2] / "README.md"
@@ -38,10 +37,10 @@ def test_example_runs_up_to_app_run(source: str) -> None:
         assert isinstance(app, App)
         assert app.specs, "the example registers no listener"
         for spec in app.specs:
-            assert spec.retry.describe() and describe(spec.recoverer)
+            assert spec.retry.describe() and spec.recoverer.describe()
 
 
 def test_the_start_up_log_shown_is_the_real_one() -> None:
     text = section()
     assert f"retry={Retry().describe()} (default)" in text
-    assert f"recoverer={describe(default_recoverer())} (default)" in text
+    assert f"recoverer={default_recoverer().describe()} (default)" in text

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from redrive import ConfigError, RetryTopics
-from redrive.topics import headers as rt
+from redrive import headers as h
 
 
 def test_one_topic_per_delay_or_one_reused_topic() -> None:
@@ -38,9 +38,9 @@ def test_invalid_chains_name_the_setting(make) -> None:
      (1_700_000_000_123, bytes.fromhex("018bcfe5687b"))],
 )  # fmt: skip
 def test_big_integer_encoding_matches_java(n: int, java: bytes) -> None:
-    assert rt.big_int(n) == java
-    assert rt.from_big_int(java) == n
+    assert h.big_int(n) == java
+    assert h.from_big_int(java) == n
 
 
 def test_attempts_as_four_byte_int_decode_too() -> None:
-    assert rt.decode([(rt.ATTEMPTS, struct.pack(">i", 3))]) == {rt.ATTEMPTS: 3}
+    assert h.decode([(h.RETRY_ATTEMPTS, struct.pack(">i", 3))]) == {h.RETRY_ATTEMPTS: 3}

@@ -27,11 +27,11 @@ from redrive.consumer.client import Positions
 from redrive.consumer.committer import Committer
 from redrive.errors import HandlingInterrupted, ListenerStopped
 from redrive.events import BackingOff, EventBus, Failed, NotDue, RecoveryRetrying, Succeeded
+from redrive.headers import attempts_of, due_ms
 from redrive.listener import ListenerSpec
 from redrive.message import Message, TopicPartition
 from redrive.recover.base import Context
 from redrive.retry.attempts import Attempt, decode
-from redrive.topics.headers import attempts_of, due_ms
 
 log = logging.getLogger("redrive.loop")
 

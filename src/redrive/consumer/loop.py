@@ -26,6 +26,7 @@ from redrive.consumer.pauser import Pauser
 from redrive.events import Assigned, EventBus, Lost, Polled, Revoked, Started, Stopped
 from redrive.listener import ListenerSpec
 from redrive.message import TopicPartition
+from redrive.recover.base import ListenerContext
 
 log = logging.getLogger("redrive.loop")
 
@@ -76,12 +77,14 @@ class Loop:
 
     def start(self) -> None:
         spec = self.spec
-        bind = getattr(spec.recoverer, "bind", None)  # TEMP until the recoverer life cycle
-        if bind is not None:
-            bind(spec.name, lambda: self.engine.handled)
-        prepare = getattr(spec.recoverer, "prepare", None)
-        if prepare is not None:
-            prepare(spec.kafka)
+        spec.recoverer.start(
+            ListenerContext(
+                name=spec.name,
+                group_id=spec.group_id,
+                kafka=spec.kafka,
+                handled=lambda: self.handled,
+            )
+        )
         self.client.subscribe(spec.topics, self._on_assign, self._on_revoke, self._on_lost)
         if self.bus:
             self.bus.emit(Started(spec.name, spec.group_id, spec.topics))

@@ -1,7 +1,8 @@
 """Dead letters (D4): list, inspect and replay the records of a dead-letter topic."""
 
-from redrive.dlt.records import REPLAY_OF, DeadLetterRecord, decode_headers, read
+from redrive.dlt.records import DeadLetterRecord, decode_headers, read
 from redrive.dlt.replay import Filter, ReplayResult, replay, replayed_keys
+from redrive.headers import REPLAY_OF
 
 __all__ = [
     "REPLAY_OF",

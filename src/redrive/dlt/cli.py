@@ -165,6 +165,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attempts(summary: dict[str, Any]) -> str:
+    text = "-" if summary["attempts"] is None else str(summary["attempts"])
+    n = summary["interruptions"]
+    return f"{text} ({n} interrupted)" if n else text
+
+
 def _table(rows: list[Any], out: Any) -> None:
     head = ("PART", "OFFSET", "DEAD-LETTERED (UTC)", "ORIGIN", "ATTEMPTS", "EXCEPTION", "MESSAGE")
     lines = [head]
@@ -176,7 +182,7 @@ def _table(rows: list[Any], out: Any) -> None:
         msg = (s["message"] or "").replace("\n", " ")
         lines.append(
             (str(r.partition), str(r.offset), (s["time"] or "-")[:23], origin,
-             str(s["attempts"] if s["attempts"] is not None else "-"), exc,
+             _attempts(s), exc,
              msg[:60] + ("..." if len(msg) > 60 else ""))
         )  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]

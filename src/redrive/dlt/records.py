@@ -1,7 +1,8 @@
 """Reading dead letters: the records of a dead-letter topic with their headers decoded.
 
 Works for dead letters written by redrive and by Spring Kafka's dead-letter publisher (same
-``kafka_dlt-*`` and ``retry_topic-*`` header names and encodings).
+``kafka_dlt-*`` and ``retry_topic-*`` header names and encodings); ``redrive.headers``
+decodes them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redrive import admin
+from redrive import headers as h
 from redrive.errors import ClientError
-from redrive.recover import headers as dlt
-from redrive.topics import headers as rt
-
-REPLAY_OF = "redrive_replay-of"
-"""Header on a replayed record: ``<dead-letter topic>/<partition>/<offset>`` it came from."""
 
 RawHeaders = tuple[tuple[str, bytes | None], ...]
 
@@ -32,19 +29,7 @@ def iso(ms: int | None) -> str | None:
 def decode_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, Any]:
     """Every header decoded: dead-letter and retry-topic ones to their values (numbers for
     the binary ones), the others as text, or hex when they are not UTF-8."""
-    headers = list(headers)
-    out: dict[str, Any] = {}
-    for k, v in headers:
-        if v is None:
-            out[k] = None
-            continue
-        try:
-            out[k] = v.decode("utf-8")
-        except UnicodeDecodeError:
-            out[k] = "0x" + v.hex()
-    out.update(dlt.decode(headers))
-    out.update(rt.decode(headers))
-    return out
+    return h.decode_all(headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,42 +47,51 @@ class DeadLetterRecord:
 
     @property
     def origin_topic(self) -> str | None:
-        v = self.decoded.get(dlt.ORIGINAL_TOPIC)
+        v = self.decoded.get(h.DLT_ORIGINAL_TOPIC)
         return v if isinstance(v, str) else None
 
     @property
     def origin_partition(self) -> int | None:
-        v = self.decoded.get(dlt.ORIGINAL_PARTITION)
+        v = self.decoded.get(h.DLT_ORIGINAL_PARTITION)
         return v if isinstance(v, int) else None
 
     @property
     def origin_offset(self) -> int | None:
-        v = self.decoded.get(dlt.ORIGINAL_OFFSET)
+        v = self.decoded.get(h.DLT_ORIGINAL_OFFSET)
         return v if isinstance(v, int) else None
 
     @property
     def origin_timestamp(self) -> int | None:
-        v = self.decoded.get(dlt.ORIGINAL_TIMESTAMP)
+        v = self.decoded.get(h.DLT_ORIGINAL_TIMESTAMP)
         return v if isinstance(v, int) else None
 
     @property
     def exception(self) -> str | None:
         """The exception's type: the cause's when the exception only wraps it (Spring's
         ListenerExecutionFailedException), else the exception's own."""
-        return self.decoded.get(dlt.EXCEPTION_CAUSE_FQCN) or self.decoded.get(dlt.EXCEPTION_FQCN)
+        return self.decoded.get(h.DLT_EXCEPTION_CAUSE_FQCN) or self.decoded.get(
+            h.DLT_EXCEPTION_FQCN
+        )
 
     @property
     def message(self) -> str | None:
-        return self.decoded.get(dlt.EXCEPTION_MESSAGE)
+        return self.decoded.get(h.DLT_EXCEPTION_MESSAGE)
 
     @property
     def attempts(self) -> int | None:
         """Attempts made: redrive's own header, else one less than Spring's next-attempt
         number ``retry_topic-attempts``."""
-        if isinstance(self.decoded.get(dlt.ATTEMPTS), int):
-            return int(self.decoded[dlt.ATTEMPTS])
-        nxt = self.decoded.get(rt.ATTEMPTS)
+        if isinstance(self.decoded.get(h.REDRIVE_ATTEMPTS), int):
+            return int(self.decoded[h.REDRIVE_ATTEMPTS])
+        nxt = self.decoded.get(h.RETRY_ATTEMPTS)
         return nxt - 1 if isinstance(nxt, int) else None
+
+    @property
+    def interruptions(self) -> int:
+        """Attempts that never reported an outcome (the process died while handling the
+        record): 0 unless ``redrive_dlt-interruptions`` says otherwise."""
+        v = self.decoded.get(h.REDRIVE_INTERRUPTIONS)
+        return v if isinstance(v, int) else 0
 
     @property
     def replay_key(self) -> str:
@@ -105,7 +99,10 @@ class DeadLetterRecord:
 
     def exception_matches(self, name: str) -> bool:
         """True when ``name`` is the full or simple name of the exception or its cause."""
-        names = {self.decoded.get(dlt.EXCEPTION_FQCN), self.decoded.get(dlt.EXCEPTION_CAUSE_FQCN)}
+        names = {
+            self.decoded.get(h.DLT_EXCEPTION_FQCN),
+            self.decoded.get(h.DLT_EXCEPTION_CAUSE_FQCN),
+        }
         return any(n and (n == name or n.rsplit(".", 1)[-1] == name) for n in names)
 
     def summary(self) -> dict[str, Any]:
@@ -122,7 +119,8 @@ class DeadLetterRecord:
             "exception": self.exception,
             "message": self.message,
             "attempts": self.attempts,
-            "consumer_group": self.decoded.get(dlt.ORIGINAL_CONSUMER_GROUP),
+            "interruptions": self.interruptions,
+            "consumer_group": self.decoded.get(h.DLT_ORIGINAL_CONSUMER_GROUP),
         }
 
     def full(self, preview: int = 2000) -> dict[str, Any]:

@@ -19,10 +19,9 @@ from typing import Any, Literal
 from confluent_kafka import KafkaException, Producer
 
 from redrive import admin
-from redrive.dlt.records import REPLAY_OF, DeadLetterRecord, read
+from redrive import headers as h
+from redrive.dlt.records import DeadLetterRecord, read
 from redrive.errors import ClientError, ConfigError
-from redrive.recover import headers as dlt
-from redrive.topics import headers as rt
 
 Target = Literal["origin", "retry"]
 
@@ -154,9 +153,9 @@ def _headers(r: DeadLetterRecord, to: Target) -> list[tuple[str, str | bytes | N
     own: list[tuple[str, str | bytes | None]] = [
         (k, v or b"")
         for k, v in r.headers
-        if not k.startswith((*dlt.REPLACED_PREFIXES, rt.RETRY_PREFIX)) and k != REPLAY_OF
+        if not k.startswith((*h.REPLACED_PREFIXES, h.RETRY_PREFIX)) and k != h.REPLAY_OF
     ]
-    marker = (REPLAY_OF, f"{r.topic}/{r.partition}/{r.offset}".encode())
+    marker = h.replay_marker(r.topic, r.partition, r.offset)
     if to == "origin":
         return [*own, marker]
     # To the first retry topic: keep the origin, due now, counted as the first retry.
@@ -164,11 +163,7 @@ def _headers(r: DeadLetterRecord, to: Target) -> list[tuple[str, str | bytes | N
         (k, v or b"") for k, v in r.headers if k.startswith("kafka_dlt-original-")
     ]
     ts = r.origin_timestamp or r.timestamp
-    hop: list[tuple[str, str | bytes | None]] = [
-        (rt.ATTEMPTS, rt.big_int(2)),
-        (rt.ORIGINAL_TIMESTAMP, rt.big_int(ts)),
-        (rt.BACKOFF_TIMESTAMP, rt.big_int(int(time.time() * 1000))),
-    ]
+    hop = h.retry_headers(next_attempt=2, original_timestamp=ts, due_ms=int(time.time() * 1000))
     return [*own, *origin, *hop, marker]
 
 

@@ -47,15 +47,14 @@ from redrive.events import (
     Stopped,
     Succeeded,
 )
+from redrive.headers import DLT_ORIGINAL_OFFSET, REDRIVE_ATTEMPTS, due_ms
 from redrive.lab.child import Child
 from redrive.lab.codec import LabNote
 from redrive.message import Message, TopicPartition
 from redrive.recover.dead_letter import DeadLetter
-from redrive.recover.headers import ATTEMPTS, ORIGINAL_OFFSET
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
 from redrive.topics import RetryTopics
-from redrive.topics import headers as rt
 
 FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 """Short sessions: a dead consumer is noticed in seconds, not the default 45 s."""
@@ -495,7 +494,7 @@ def dead_letter(lab: Lab) -> None:
     lab.check("records handled", ["m1", "m2", "m3"], lab.handled())
     letters = lab.dead_letters(dlt)
     lab.check("dead-letter topic values", [b"m2"], [m.value() for m in letters])
-    origin = [dict(m.headers() or []).get(ORIGINAL_OFFSET) for m in letters]
+    origin = [dict(m.headers() or []).get(DLT_ORIGINAL_OFFSET) for m in letters]
     lab.check("kafka_dlt-original-offset", [struct.pack(">q", 1)], origin)
     order = [e.kind for e in lab.events((DeadLettered, Committed))]
     lab.check(
@@ -709,7 +708,7 @@ def stateful_retry(lab: Lab) -> None:
     lab.check(
         "redrive_dlt-attempts",
         [struct.pack(">i", 4)],
-        [dict(m.headers() or []).get(ATTEMPTS) for m in letters],
+        [dict(m.headers() or []).get(REDRIVE_ATTEMPTS) for m in letters],
     )
     lab.check("committed position", {0: 3}, lab.committed(topic))
 
@@ -786,7 +785,7 @@ def retry_topics(lab: Lab) -> None:
                   retry_topics=RetryTopics((0.5, 1.0)))  # fmt: skip
     def handle(msg: Message) -> None:
         seen.append((lab.result.alias(msg.topic), msg.value, msg.attempt))
-        due = rt.due_ms(msg)
+        due = due_ms(msg)
         if due is not None and time.time() * 1000 < due:
             early.append(f"{msg.value}@{lab.result.alias(msg.topic)}")
         if msg.value == "m2":
@@ -814,7 +813,7 @@ def retry_topics(lab: Lab) -> None:
     lab.check("dead-letter topic values", [b"m2"], [m.value() for m in letters])
     lab.check(
         "redrive_dlt-attempts", [struct.pack(">i", 3)],
-        [dict(m.headers() or []).get(ATTEMPTS) for m in letters],
+        [dict(m.headers() or []).get(REDRIVE_ATTEMPTS) for m in letters],
     )  # fmt: skip
     lab.check("committed orders", {0: 3}, lab.committed(topic))
     for t in retries:

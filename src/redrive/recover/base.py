@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from redrive.errors import ListenerStopped
 from redrive.events import EventBus, Skipped
@@ -29,20 +30,50 @@ class Context:
     """Attempts that never reported an outcome (the process died while handling it)."""
 
 
-class Recoverer(Protocol):
+@dataclass(frozen=True, slots=True)
+class ListenerContext:
+    """What a recoverer learns when its listener starts."""
+
+    name: str
+    group_id: str
+    kafka: Mapping[str, Any]
+    """The listener's full client settings (bootstrap servers, security), for producers."""
+    handled: Callable[[], int]
+    """Records the listener handled successfully so far (a plain counter, cheap to read)."""
+
+
+class Recoverer(ABC):
     """The final action for a failed record.
 
-    Return normally when the record reached a final outcome (it will be committed). Raise
-    when it did not (it stays uncommitted and recovery is tried again after a back-off);
-    raise ``ListenerStopped`` to stop the listener.
+    The loop calls ``start`` once when the listener starts, ``recover`` for each record whose
+    retries are over (or that failed fatally), and ``close`` when the listener stops.
+    ``recover`` returns normally when the record reached a final outcome (it will be
+    committed); it raises when it did not (the record stays uncommitted and recovery is
+    tried again after a back-off), or raises ``ListenerStopped`` to stop the listener::
+
+        class Archive(Recoverer):
+            def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
+                archive.put(msg.raw_value, reason=repr(exc))  # raises when it cannot
+
+    One recoverer may serve several listeners: ``start`` is then called once per listener.
     """
 
-    def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None: ...
+    def start(self, listener: ListenerContext) -> None:  # noqa: B027 (optional hook)
+        """Prepare for `listener` (connect producers, bind counters); nothing by default."""
 
-    def close(self) -> None: ...
+    @abstractmethod
+    def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
+        """Bring `msg`, which failed with `exc`, to a final outcome, or raise."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what ``start`` acquired; nothing by default."""
+
+    def describe(self) -> str:
+        """One line naming this recoverer in the start-up log."""
+        return type(self).__name__
 
 
-class Skip:
+class Skip(Recoverer):
     """Log the failure and move on: the record counts as handled."""
 
     def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
@@ -53,14 +84,11 @@ class Skip:
         if ctx.bus:
             ctx.bus.emit(Skipped(ctx.listener, msg.tp, msg.offset, f"{type(exc).__name__}: {exc}"))
 
-    def close(self) -> None:
-        pass
-
     def describe(self) -> str:
         return "skip (log and move on)"
 
 
-class Stop:
+class Stop(Recoverer):
     """Stop the listener with a clear error; the record stays uncommitted."""
 
     def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
@@ -69,14 +97,11 @@ class Stop:
             f"after {ctx.attempts} attempt(s): {type(exc).__name__}: {exc}"
         ) from exc
 
-    def close(self) -> None:
-        pass
-
     def describe(self) -> str:
         return "stop the listener"
 
 
-class Call:
+class Call(Recoverer):
     """Run your own function ``fn(msg, exc)``; it returning normally is a final outcome."""
 
     def __init__(self, fn: Callable[[Message, BaseException], Any]) -> None:
@@ -85,11 +110,6 @@ class Call:
     def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
         self.fn(msg, exc)
 
-    def close(self) -> None:
-        pass
-
-
-def describe(recoverer: object) -> str:
-    """One line naming a recoverer for the start-up log (its ``describe()`` if it has one)."""
-    text = getattr(recoverer, "describe", None)
-    return str(text()) if callable(text) else type(recoverer).__name__
+    def describe(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
+        return f"call {name}"

@@ -7,6 +7,7 @@ about to be recovered would make ``in_a_row`` recoveries in a row, or more than 
 the last ``window`` records, it does not recover it: it raises ``ListenerStopped``, the
 record stays uncommitted, and the listener stops with a clear error::
 
+    CircuitBreaker(DeadLetter())                              # stop at the 100th in a row
     CircuitBreaker(DeadLetter(), in_a_row=10)                 # stop at the 10th in a row
     CircuitBreaker(DeadLetter(), share=0.5, window=200)       # or at > 50 % of 200 records
 
@@ -19,15 +20,18 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from redrive.errors import ConfigError, ListenerStopped
 from redrive.message import Message
-from redrive.recover.base import Context, Recoverer, describe
+from redrive.recover.base import Context, ListenerContext, Recoverer
 
 log = logging.getLogger("redrive.recover")
+
+DEFAULT_IN_A_ROW = 100
+"""Recoveries in a row at which a breaker trips unless told otherwise: a broken deployment,
+not a few bad records."""
 
 
 @dataclass
@@ -39,17 +43,17 @@ class _Counts:
     recovered_in_window: int = 0
 
 
-class CircuitBreaker:
+class CircuitBreaker(Recoverer):
     """Wrap ``recoverer`` (a ``DeadLetter()`` by default); trip at ``in_a_row`` recoveries
-    in a row, or when more than ``share`` of the last ``window`` records (a full window) would
-    have been recovered. Give ``in_a_row=None`` to use only the share, or ``share=None`` to
-    use only the count (the default)."""
+    in a row (``DEFAULT_IN_A_ROW``, 100, by default), or when more than ``share`` of the last
+    ``window`` records (a full window) would have been recovered. Give ``in_a_row=None`` to
+    use only the share, or ``share=None`` to use only the count (the default)."""
 
     def __init__(
         self,
         recoverer: Recoverer | None = None,
         *,
-        in_a_row: int | None = 10,
+        in_a_row: int | None = DEFAULT_IN_A_ROW,
         share: float | None = None,
         window: int = 100,
     ) -> None:
@@ -76,20 +80,12 @@ class CircuitBreaker:
         self.share = share
         self.window = window
         self._counts: dict[str, _Counts] = {}
-        self.is_default = False  # True for the recoverer a listener gets unless told otherwise
 
-    def bind(self, listener: str, handled: Callable[[], int]) -> None:
-        """Called by the loop when it starts; ``handled()`` is the number of records the
-        listener has handled successfully so far (a plain counter: no per-record cost)."""
-        self._counts[listener] = _Counts(handled=handled, seen=handled())
-        bind = getattr(self.recoverer, "bind", None)
-        if bind is not None:
-            bind(listener, handled)
-
-    def prepare(self, kafka: Mapping[str, Any]) -> None:
-        prepare = getattr(self.recoverer, "prepare", None)
-        if prepare is not None:
-            prepare(kafka)
+    def start(self, listener: ListenerContext) -> None:
+        """Count from here on what `listener` handled (``listener.handled()``: a plain
+        counter, no per-record cost), and start the wrapped recoverer."""
+        self._counts[listener.name] = _Counts(handled=listener.handled, seen=listener.handled())
+        self.recoverer.start(listener)
 
     def _push(self, counts: _Counts, recovered: bool) -> None:
         counts.window.append(recovered)
@@ -144,18 +140,11 @@ class CircuitBreaker:
             limits.append(f"{self.in_a_row} in a row")
         if self.share is not None:
             limits.append(f"> {self.share:g} of {self.window}")
-        return f"{describe(self.recoverer)} behind a circuit breaker ({' or '.join(limits)})"
-
-
-DEFAULT_IN_A_ROW = 100
+        return f"{self.recoverer.describe()} behind a circuit breaker ({' or '.join(limits)})"
 
 
 def default_recoverer() -> CircuitBreaker:
     """What a listener gets when you configure no recoverer: dead letters to
-    ``<topic>-dlt``, behind a circuit breaker that stops the listener at the 100th record
-    in a row that fails (a broken deployment, not a few bad records)."""
-    from redrive.recover.dead_letter import DeadLetter
-
-    breaker = CircuitBreaker(DeadLetter(), in_a_row=DEFAULT_IN_A_ROW)
-    breaker.is_default = True
-    return breaker
+    ``<topic>-dlt``, behind a circuit breaker that stops the listener at the
+    ``DEFAULT_IN_A_ROW``-th (100th) record in a row that fails."""
+    return CircuitBreaker()
