@@ -34,5 +34,14 @@ def running(app: App) -> Iterator[Recorder]:
 
 
 def commits(recorder: Recorder) -> list[dict[int, int]]:
-    """Committed positions, per commit, as {partition: position}."""
-    return [{tp.partition: pos for tp, pos in e.positions} for e in recorder.of(Committed)]
+    """Committed positions, per commit that moved one, as {partition: position}. Commits
+    that only write metadata (the owner's window before its first record, attempt marks, a
+    clean hand-over at the same position) are left out."""
+    out: list[dict[int, int]] = []
+    last: dict[int, int] = {}
+    for e in recorder.of(Committed):
+        moved = {tp.partition: pos for tp, pos in e.positions if last.get(tp.partition, 0) != pos}
+        if moved:
+            last.update(moved)
+            out.append(moved)
+    return out

@@ -54,6 +54,7 @@ class Committer:
         self._final: dict[TopicPartition, set[int]] = {}  # recovered past the position
         self._acks: deque[Message] = deque()
         self._live: set[TopicPartition] = set()  # window committed in this assignment
+        self.stale_marks: set[TopicPartition] = set()  # running marks of finished records
         self._background = policy.background_interval is not None
 
     # -- attempt state ----------------------------------------------------------------
@@ -129,6 +130,11 @@ class Committer:
         records = {o: s for o, s in states.items() if o >= pos} if states else {}
         return encode(records, 0 if clean else self.window)
 
+    def clear_marks(self) -> None:
+        """Commit the partitions whose committed running marks belong to finished records."""
+        for tp in list(self.stale_marks):
+            self.commit_now(tp, "attempt")
+
     def commit_now(self, tp: TopicPartition, reason: str = "attempt") -> None:
         """Commit `tp`'s safe position with its attempt state, synchronously (R3)."""
         pos = self.tracker.of(tp).position()
@@ -171,6 +177,7 @@ class Committer:
                 return
             self._committed.update(payload)
         for tp, (pos, _) in payload.items():
+            self.stale_marks.discard(tp)
             final = self._final.get(tp)
             if final:  # committed past: a rewind can no longer bring them back
                 final.difference_update([o for o in final if o < pos])
@@ -195,3 +202,4 @@ class Committer:
             self._stored.pop(tp, None)
             self._final.pop(tp, None)
             self._live.discard(tp)
+            self.stale_marks.discard(tp)

@@ -92,6 +92,8 @@ class FailureHandler:
 
     def gate(self, msg: Message) -> Hold | None:
         committer = self.committer
+        if committer.stale_marks:  # a crash from here on must not be blamed on them
+            committer.clear_marks()
         if committer.is_final(msg):  # recovered before a rewind
             committer.finish(msg)
             return FINAL
@@ -150,8 +152,8 @@ class FailureHandler:
             self.committer.finish(msg)
         if self.committer.states and (state := self.committer.state(msg)) is not None:
             self.committer.drop_state(msg)
-            if state.running and self.persist:  # its mark must not outlive it (blame)
-                self.committer.commit_now(msg.tp, "attempt")
+            if state.running and self.persist:  # its running mark is cleared before the
+                self.committer.stale_marks.add(msg.tp)  # next record is handed over
         if self.bus:
             self.bus.emit(Succeeded(self.spec.name, msg.tp, msg.offset))
 

@@ -46,9 +46,9 @@ class Batches:
             if careful:
                 self._one_by_one([m for m in batch if m.tp in careful], None)
                 batch = [m for m in batch if m.tp not in careful]
-        if committer.states or committer.has_final or engine.due_times or engine.manual:
+        if committer.states or committer.has_final or committer.stale_marks or engine.due_times:
             batch = self._gate(batch)
-        elif any(m.error is not None for m in batch):
+        elif engine.manual or any(m.error is not None for m in batch):
             batch = self._gate(batch)
         self._handle(batch)
 
