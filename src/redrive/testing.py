@@ -212,8 +212,10 @@ def loop_for(
     clock: FakeClock | None = None,
     bus: EventBus | None = None,
     kafka: Mapping[str, Any] | None = None,
+    due_times: bool = False,
 ) -> Loop:
-    """A Loop over a FakeClient with test-friendly defaults (Skip as recoverer)."""
+    """A Loop over a FakeClient with test-friendly defaults (Skip as recoverer).
+    ``due_times``: the records carry retry-topic due times (a retry-topic consumer)."""
     spec = ListenerSpec(
         name="test",
         topics=tuple(topics),
@@ -228,6 +230,7 @@ def loop_for(
         recoverer=recoverer or Skip(),
         kafka=dict(kafka or {}),
         poll_timeout=0.5,
+        due_times=due_times,
     )
     clock = clock or client.clock or FakeClock()
     return Loop(spec, client, bus=bus, clock=clock, wall_clock=clock)

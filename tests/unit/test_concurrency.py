@@ -1,0 +1,155 @@
+"""Concurrent record handling (``concurrency > 1``) on the in-memory client: lanes, the one
+failure engine, attempt state in the commit metadata (R3), revocation."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from redrive import BackOff, Commit, Message, Retry
+from redrive.consumer.loop import Loop
+from redrive.events import EventBus, Recorder, Succeeded
+from redrive.listener import ListenerSpec
+from redrive.message import TopicPartition
+from redrive.recover.base import Call, Recoverer, Skip
+from redrive.retry.attempts import Attempt, decode, encode
+from redrive.testing import FakeClient, FakeClock
+
+T0 = TopicPartition("t", 0)
+STEPS = 20_000  # run_until_idle limit: the workers are threads, the fake clock is not
+
+
+def concurrent_loop(
+    handler: Any,
+    client: FakeClient,
+    *,
+    ordering: str = "key",
+    retry: Retry | None = None,
+    recoverer: Recoverer | None = None,
+    bus: EventBus | None = None,
+    max_poll_records: int = 10,
+    drain_timeout: float = 30.0,
+) -> Loop:
+    spec = ListenerSpec(
+        name="c", topics=("t",), group_id="g", handler=handler, batch=False,
+        max_poll_records=max_poll_records, key_deserializer=None, value_deserializer=None,
+        commit=Commit.per_poll(), retry=retry or Retry.seek(BackOff.fixed(1.0, max_attempts=3)),
+        recoverer=recoverer or Skip(), poll_timeout=0.5, concurrency=4, ordering=ordering,
+        drain_timeout=drain_timeout,
+    )  # fmt: skip
+    assert client.clock is not None
+    return Loop(spec, client, bus=bus, clock=client.clock, wall_clock=client.clock)
+
+
+def keyed(client: FakeClient, items: list[tuple[bytes, str]]) -> None:
+    for key, value in items:
+        client.add("t", [value], key=key)
+
+
+def test_a_failing_key_waits_in_its_lane_while_other_keys_flow_and_commits_stop_at_it() -> None:
+    client = FakeClient(clock=FakeClock())
+    keyed(client, [(b"a", "a1"), (b"b", "b1"), (b"a", "a2"), (b"b", "b2")])
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def handle(msg: Message) -> None:
+        with lock:
+            seen.append((msg.value.decode(), msg.attempt))
+        if msg.value == b"a1" and msg.attempt < 3:
+            raise ConnectionError("a is down")
+
+    loop = concurrent_loop(handle, client)
+    loop.start()
+    loop.run_until_idle(STEPS)
+    assert [s for s in seen if s[0].startswith("a")] == [("a1", 1), ("a1", 2), ("a1", 3), ("a2", 1)]
+    assert {"b1", "b2"} <= {v for v, _ in seen}
+    assert seen.index(("b2", 1)) < seen.index(("a1", 3))  # b flowed during a's back-off
+    assert client.committed_position("t", 0) == 4
+    # while a1 waited, the position stayed at it (C1) and carried its attempt state (R3)
+    states = [
+        (pos, d.records[0].failures)
+        for c in client.committed_log
+        for pos, meta in c.values()
+        if (d := decode(meta, pos)) and 0 in d.records
+    ]
+    assert states and all(pos == 0 for pos, _ in states)
+    assert max(f for _, f in states) == 2
+
+
+def test_a_new_owner_continues_the_counts_of_several_records_of_a_partition() -> None:
+    client = FakeClient(clock=FakeClock())
+    keyed(client, [(b"a", "a1"), (b"b", "b1"), (b"c", "c1")])
+    clock = client.clock
+    assert clock is not None
+    left = {0: Attempt(2, first_failure=clock() - 5, limit=3),
+            1: Attempt(1, 1, first_failure=clock() - 5, limit=3)}  # fmt: skip
+    client.commit({T0: (0, encode(left, 40))})
+    seen: dict[str, list[int]] = {}
+    recovered: list[int] = []
+    lock = threading.Lock()
+
+    def handle(msg: Message) -> None:
+        with lock:
+            seen.setdefault(msg.value.decode(), []).append(msg.attempt)
+        raise ConnectionError("still down")
+
+    loop = concurrent_loop(handle, client, recoverer=Call(lambda m, e: recovered.append(m.offset)),
+                           retry=Retry.seek(BackOff.fixed(0.0, max_attempts=3)))  # fmt: skip
+    loop.start()
+    loop.run_until_idle(STEPS)
+    # a1: 2 failures left by the previous owner, 1 more; b1: 1 failure and 1 interruption
+    assert seen == {"a1": [3], "b1": [3, 4], "c1": [1, 2, 3]}
+    assert sorted(recovered) == [0, 1, 2]
+    assert client.committed_position("t", 0) == 3
+
+
+def test_records_of_a_dead_owners_window_run_one_at_a_time_each_marked_first() -> None:
+    client = FakeClient(clock=FakeClock())
+    keyed(client, [(b"a", "a1"), (b"b", "b1"), (b"c", "c1"), (b"d", "d1")])
+    client.commit({T0: (0, encode({}, 3))})  # the previous owner died in its window of 3
+    running: list[tuple[int, list[int]]] = []
+    active = threading.Semaphore(1)
+
+    def handle(msg: Message) -> None:
+        assert active.acquire(blocking=False), "two records of the window ran at once"
+        pos, meta = client.commits[T0]
+        state = decode(meta, pos)
+        running.append((msg.offset, [o for o, s in state.records.items() if s.running]))
+        active.release()
+
+    loop = concurrent_loop(handle, client)
+    loop.start()
+    loop.run_until_idle(STEPS)
+    assert running[:3] == [(0, [0]), (1, [1]), (2, [2])]
+    assert client.committed_position("t", 0) == 4
+
+
+def test_work_that_finishes_after_its_partition_was_revoked_is_not_committed() -> None:
+    client = FakeClient(clock=FakeClock())
+    keyed(client, [(b"a", "a1"), (b"b", "b1")])
+    started, release = threading.Event(), threading.Event()
+    rec = Recorder()
+    bus = EventBus()
+    bus.subscribe(rec)
+
+    def handle(msg: Message) -> None:
+        if msg.value == b"b1":
+            started.set()
+            release.wait(10)
+
+    loop = concurrent_loop(handle, client, bus=bus, drain_timeout=0.05)
+    loop.start()
+    loop.run_once()
+    assert started.wait(10)
+    client.revoke([T0])  # b1 still runs after the drain timeout: abandoned, its epoch over
+    release.set()
+    lanes = loop.dispatcher.lanes  # type: ignore[attr-defined]
+    with lanes.lock:
+        assert lanes.changed.wait_for(lambda: lanes.done, 10)  # b1 reported, too late
+    loop.dispatcher.settle()
+    loop.committer.flush("poll")
+    assert all(pos <= 1 for c in client.committed_log for pos, _ in c.values())  # never past b1
+    assert (T0, 1) not in {(e.tp, e.offset) for e in rec.of(Succeeded)}
+    loop.run_until_idle(STEPS)  # the partition comes back: b1 is handled again (at-least-once)
+    assert [e.offset for e in rec.of(Succeeded)] == [0, 1]
+    assert client.committed_position("t", 0) == 2
