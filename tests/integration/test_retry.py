@@ -224,8 +224,9 @@ def test_r3_graceful_handover_continues_the_attempt_count_e3(kafka, make_topic, 
         (3, {"child": [1, 2, 3], "new owner": [4]}),  # killed in the last: not a failure
     ],
 )
+@pytest.mark.parametrize("concurrency", [1, 4])  # 4: ordering="key", the same promise
 def test_r3_sigkill_mid_attempt_continues_the_attempt_count_e3(
-    kafka, make_topic, names, tmp_path, kill_at, expected
+    kafka, make_topic, names, tmp_path, kill_at, expected, concurrency
 ) -> None:
     """A consumer killed with SIGKILL inside attempt `kill_at` of 3; a new owner continues.
 
@@ -241,7 +242,7 @@ def test_r3_sigkill_mid_attempt_continues_the_attempt_count_e3(
     ledger.touch()
     child = subprocess.Popen(
         [sys.executable, str(CHILD), kafka, topic, group, str(ledger), str(kill_at),
-         str(max_attempts)],
+         str(max_attempts), str(concurrency)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -262,7 +263,8 @@ def test_r3_sigkill_mid_attempt_continues_the_attempt_count_e3(
     app = App(kafka, group, kafka=SHORT_POLL)
     by_new_owner: list[int] = []
 
-    @app.listener(topic, retry=Retry.seek(BackOff.fixed(0.3, max_attempts=max_attempts)))
+    @app.listener(topic, retry=Retry.seek(BackOff.fixed(0.3, max_attempts=max_attempts)),
+                  concurrency=concurrency, ordering="key")  # fmt: skip
     def handle(msg: Message) -> None:
         by_new_owner.append(msg.attempt)
         raise ConnectionError(f"downstream unavailable (attempt {msg.attempt})")
