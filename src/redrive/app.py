@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from redrive.consumer.client import ConfluentClient
 from redrive.consumer.commit import Commit
 from redrive.consumer.loop import Loop
+from redrive.consumer.spec import ListenerSpec
 from redrive.errors import ConfigError, KafkaUnavailable
 from redrive.events import EventBus
-from redrive.listener import ListenerSpec
 from redrive.message import Message
 from redrive.options import KafkaValue, ListenerOptions, Ordering
 from redrive.recover.base import Recoverer

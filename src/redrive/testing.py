@@ -27,8 +27,8 @@ from typing import Any
 from redrive.consumer.client import Positions, RawRecord, RebalanceCallback
 from redrive.consumer.commit import Commit
 from redrive.consumer.loop import Loop
+from redrive.consumer.spec import ListenerSpec
 from redrive.events import EventBus
-from redrive.listener import ListenerSpec
 from redrive.message import TopicPartition
 from redrive.recover.base import Recoverer, Skip
 from redrive.retry.policy import Retry

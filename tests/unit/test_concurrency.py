@@ -8,8 +8,8 @@ from typing import Any
 
 from redrive import BackOff, Commit, Message, Retry
 from redrive.consumer.loop import Loop
+from redrive.consumer.spec import ListenerSpec
 from redrive.events import EventBus, Recorder, Succeeded
-from redrive.listener import ListenerSpec
 from redrive.message import TopicPartition
 from redrive.recover.base import Call, Recoverer, Skip
 from redrive.retry.attempts import Attempt, decode, encode

@@ -8,7 +8,7 @@ from typing import Any
 
 from redrive.consumer.commit import Commit
 from redrive.consumer.loop import Loop
-from redrive.listener import ListenerSpec
+from redrive.consumer.spec import ListenerSpec
 from redrive.message import Message, TopicPartition
 from redrive.recover.base import Skip
 from redrive.retry.backoff import BackOff

@@ -9,8 +9,8 @@ import pytest
 
 from redrive import App, BackOff, BatchFailed, Commit, ConfigError, Message, Retry
 from redrive.consumer.loop import Loop
+from redrive.consumer.spec import ListenerSpec
 from redrive.errors import ListenerStopped
-from redrive.listener import ListenerSpec
 from redrive.message import TopicPartition
 from redrive.recover.base import Call
 from redrive.recover.breaker import CircuitBreaker

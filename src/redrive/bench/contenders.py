@@ -127,7 +127,7 @@ def baseline(job: Job, meter: Meter) -> None:
 
 
 def _app(job: Job) -> Any:
-    from redrive import App
+    from redrive.app import App
 
     return App(job.bootstrap, job.group)
 

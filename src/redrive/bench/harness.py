@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from redrive import admin
+import redrive.admin as admin
 from redrive.bench.contenders import CONTENDERS, Job
 from redrive.errors import ClientError
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from redrive.consumer.client import Positions
 from redrive.consumer.committer import Committer
+from redrive.consumer.spec import ListenerSpec
 from redrive.errors import HandlingInterrupted, ListenerStopped
 from redrive.events import BackingOff, EventBus, Failed, NotDue, RecoveryRetrying, Succeeded
 from redrive.headers import attempts_of, due_ms
-from redrive.listener import ListenerSpec
 from redrive.message import Message, TopicPartition
 from redrive.recover.base import Context
 from redrive.retry.attempts import Attempt, decode

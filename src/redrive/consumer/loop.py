@@ -23,8 +23,8 @@ from redrive.consumer.dispatch.concurrent import ConcurrentRecords
 from redrive.consumer.dispatch.records import Records
 from redrive.consumer.failures import FailureHandler
 from redrive.consumer.pauser import Pauser
+from redrive.consumer.spec import ListenerSpec
 from redrive.events import Assigned, EventBus, Lost, Polled, Revoked, Started, Stopped
-from redrive.listener import ListenerSpec
 from redrive.message import TopicPartition
 from redrive.recover.base import ListenerContext
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from redrive import admin
+import redrive.admin as admin
 from redrive.dlt.records import read
 from redrive.dlt.replay import Filter, parse_time, replay
 from redrive.errors import ClientError, ConfigError

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redrive import admin
-from redrive import headers as h
+import redrive.admin as admin
+import redrive.headers as h
 from redrive.errors import ClientError
 
 RawHeaders = tuple[tuple[str, bytes | None], ...]

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaException, Producer
 
-from redrive import admin
-from redrive import headers as h
+import redrive.admin as admin
+import redrive.headers as h
 from redrive.dlt.records import DeadLetterRecord, read
 from redrive.errors import ClientError, ConfigError
 

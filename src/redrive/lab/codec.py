@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from redrive import events
+import redrive.events as events
 from redrive.message import TopicPartition
 
 

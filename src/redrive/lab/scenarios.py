@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redrive import admin
+import redrive.admin as admin
 from redrive.app import App
 from redrive.errors import BatchFailed
 from redrive.events import (

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from redrive import events as ev
+import redrive.events as ev
 from redrive.lab.codec import LabNote
 from redrive.message import TopicPartition
 

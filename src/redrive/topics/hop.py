@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from redrive.listener import ListenerSpec
+from redrive.consumer.spec import ListenerSpec
 from redrive.topics.chain import RetryTopics
 from redrive.topics.recoverer import ChainRecoverer
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from redrive import headers as h
+import redrive.headers as h
 from redrive.events import DeadLettered, RetryHop
 from redrive.message import Message
 from redrive.publish import Publisher

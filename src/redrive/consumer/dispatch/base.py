@@ -14,8 +14,8 @@ from typing import Any, Protocol
 from redrive.consumer.committer import Committer
 from redrive.consumer.failures import FailureHandler
 from redrive.consumer.pauser import Parked, Pauser
+from redrive.consumer.spec import ListenerSpec
 from redrive.events import EventBus
-from redrive.listener import ListenerSpec
 from redrive.message import Message, TopicPartition
 
 

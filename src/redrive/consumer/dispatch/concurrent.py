@@ -28,9 +28,9 @@ from redrive.consumer.dispatch.base import Parts
 from redrive.consumer.dispatch.lanes import DROPPED, REGATE, Lanes
 from redrive.consumer.failures import Hold
 from redrive.consumer.pauser import Parked
+from redrive.consumer.spec import ListenerSpec
 from redrive.errors import Defer
 from redrive.events import Paused, Resumed
-from redrive.listener import ListenerSpec
 from redrive.message import Message, TopicPartition
 
 log = logging.getLogger("redrive.concurrent")
