@@ -11,7 +11,7 @@ from typing import Any
 
 from redrive import BackOff, Commit, Message, Retry
 from redrive.consumer.loop import Loop
-from redrive.listener import ListenerSpec
+from redrive.consumer.spec import ListenerSpec
 from redrive.message import TopicPartition
 from redrive.recover.base import Skip
 from redrive.testing import FakeClient, FakeClock, FakeRecord, loop_for

@@ -10,7 +10,7 @@ import pytest
 
 from redrive import App, Commit, ConfigError, ListenerStopped, Message, Retry
 from redrive.consumer.loop import Loop
-from redrive.listener import ListenerSpec
+from redrive.consumer.spec import ListenerSpec
 from redrive.recover.base import Call
 from redrive.recover.breaker import CircuitBreaker
 from redrive.testing import FakeClient

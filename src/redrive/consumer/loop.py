@@ -129,11 +129,11 @@ class Loop:
         timeout = self.pauser.timeout(self.spec.poll_timeout)
         timeout, max_records = dispatcher.before_poll(timeout, self.spec.max_poll_records)
         records = self.client.poll(max_records, timeout)
-        self._polled = len(records)
         if self._gone:  # revoked or lost inside this poll: not ours any more (C5)
             gone = self._gone
             records = [r for r in records if (r.topic(), r.partition()) not in gone]
             self._gone = set()
+        self._polled = len(records)
         if records:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
@@ -147,7 +147,7 @@ class Loop:
         For tests on a fake client, whose clock moves when a poll finds nothing."""
         for step in range(1, limit + 1):
             self.run_once()
-            if not self._polled and not self.pauser.parked and self.dispatcher.idle():
+            if not self._polled and not self.pauser.parked and self.dispatcher.idle(0.05):
                 return step
         raise AssertionError(f"the loop was still busy after {limit} steps")
 

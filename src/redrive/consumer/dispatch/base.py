@@ -44,8 +44,9 @@ class Dispatcher(Protocol):
     def settle(self) -> None:
         """Take in outcomes reported by other threads (loop thread)."""
 
-    def idle(self) -> bool:
-        """Nothing handed over is still running or unsettled."""
+    def idle(self, wait: float = 0.0) -> bool:
+        """Nothing handed over is still running or unsettled (waiting up to `wait` seconds
+        for workers to report, where there are workers)."""
 
     def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
         """Partitions are taken away: drop their queued work, wait (bounded) for running."""

@@ -180,7 +180,7 @@ class Batches:
     def settle(self) -> None:
         pass
 
-    def idle(self) -> bool:
+    def idle(self, wait: float = 0.0) -> bool:
         return True
 
     def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:

@@ -170,8 +170,12 @@ class ConcurrentRecords:
             if self.parts.bus:
                 self.parts.bus.emit(Paused(self.parts.spec.name, tuple(partitions), 0.0))
 
-    def idle(self) -> bool:
-        return self.in_flight == 0 and not self.lanes.done
+    def idle(self, wait: float = 0.0) -> bool:
+        lanes = self.lanes
+        if self.in_flight > len(self.parts.pauser.parked) and not lanes.done and wait > 0:
+            with lanes.lock:  # workers are running: give them a moment to report
+                lanes.changed.wait_for(lambda: bool(lanes.done), wait)
+        return self.in_flight == 0 and not lanes.done
 
     def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
         """Drop queued records of `partitions`, wait (bounded) for their running ones, and
