@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redrive.consumer.committer import Committer
-from redrive.consumer.failures import FailureHandler
+from redrive.consumer.failures import FailureHandler, Hold
 from redrive.consumer.pauser import Parked, Pauser
 from redrive.consumer.spec import ListenerSpec
-from redrive.events import EventBus
+from redrive.errors import BatchFailed, Defer, ListenerStopped
+from redrive.events import Delivered, EventBus
 from redrive.message import Message, TopicPartition
 
 
@@ -52,6 +53,51 @@ class Dispatcher(Protocol):
         """Partitions are taken away: drop their queued work, wait (bounded) for running."""
 
     def close(self, timeout: float) -> None: ...
+
+
+class OnLoopThread:
+    """What the dispatchers that run the handler on the loop thread share: handing one
+    record over and taking its outcome to the failure engine, and having no workers."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self._call, self._release = run_sync(parts.spec.handler)
+
+    def hand_over(self, msg: Message, arg: Any, isolate: int | None = None) -> Hold | None:
+        """Call the handler with `arg` (`msg`, or a batch of it alone); None: it succeeded.
+        With `isolate` (a batch's attempts are used up) a failure recovers it at once."""
+        parts = self.parts
+        engine = parts.engine
+        if parts.bus:
+            parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),)))
+        try:
+            self._call(arg)
+        except ListenerStopped:
+            raise
+        except Defer as defer:  # "not yet" is no failure: wait, counting no attempt
+            return engine.wait(msg, defer.delay)
+        except Exception as exc:
+            cause = (exc.__cause__ or exc) if isinstance(exc, BatchFailed) else exc
+            if isolate is None:
+                return engine.failed(msg, cause)
+            return engine.give_up(msg, cause, isolate)
+        engine.succeeded(msg)
+        return None
+
+    def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
+        return timeout, max_records
+
+    def settle(self) -> None:
+        pass
+
+    def idle(self, wait: float = 0.0) -> bool:
+        return True
+
+    def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        self._release()
 
 
 def park(parts: Parts, tp: TopicPartition, delay: float, held: list[Message]) -> None:

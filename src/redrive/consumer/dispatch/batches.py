@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from redrive.consumer.dispatch.base import Parts, park, run_sync
+from redrive.consumer.dispatch.base import OnLoopThread, park
 from redrive.consumer.failures import Hold
 from redrive.consumer.pauser import Parked
 from redrive.errors import BatchFailed, Defer, ListenerStopped
@@ -24,14 +24,7 @@ from redrive.message import Message, TopicPartition
 log = logging.getLogger("redrive.loop")
 
 
-class Batches:
-    def __init__(self, parts: Parts) -> None:
-        self.parts = parts
-        self._call, self._release = run_sync(parts.spec.handler)
-
-    def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
-        return timeout, max_records
-
+class Batches(OnLoopThread):
     def dispatch(self, msgs: Sequence[Message]) -> None:
         parts = self.parts
         pauser, engine, committer = parts.pauser, parts.engine, parts.committer
@@ -146,48 +139,18 @@ class Batches:
             if isolate is None:
                 hold = engine.gate(m)
                 if hold is None:
-                    hold = self._one(m, None)
+                    hold = self.hand_over(m, [m])
             else:
                 m.attempt = isolate
-                hold = self._one(m, isolate)
+                hold = self.hand_over(m, [m], isolate)
             if hold is not None and hold.delay is not None:
                 waiting[m.tp] = (hold.delay, [m])
         for tp, (delay, held) in waiting.items():
             park(self.parts, tp, delay, held)
 
-    def _one(self, m: Message, isolate: int | None) -> Hold | None:
-        parts = self.parts
-        if parts.bus:
-            parts.bus.emit(Delivered(parts.spec.name, ((m.tp, m.offset, m.attempt),)))
-        try:
-            self._call([m])
-        except ListenerStopped:
-            raise
-        except Defer as defer:  # "not yet" is no failure: wait, counting no attempt
-            return parts.engine.wait(m, defer.delay)
-        except Exception as exc:
-            cause = (exc.__cause__ or exc) if isinstance(exc, BatchFailed) else exc
-            if isolate is None:
-                return parts.engine.failed(m, cause)
-            return parts.engine.give_up(m, cause, isolate)
-        parts.engine.succeeded(m)
-        return None
-
     def resumed(self, parked: Parked) -> None:
         if parked.held:
             self.dispatch(parked.held)
-
-    def settle(self) -> None:
-        pass
-
-    def idle(self, wait: float = 0.0) -> bool:
-        return True
-
-    def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
-        pass
-
-    def close(self, timeout: float) -> None:
-        self._release()
 
 
 def _index_of(signal: BatchFailed, msgs: list[Message]) -> int | None:
