@@ -88,7 +88,6 @@ class _Builder:
         self.used_listener = False
         self.used_offsets = False
         self.t0 = 0.0
-        self.last: dict[str, str] = {}  # listener -> kind of its previous event
         self.destinations: dict[str, str] = {}
         """Topics records are sent to (retry topics, dead-letter topics) -> their kind."""
 
@@ -153,14 +152,6 @@ class _Builder:
         self.steps.append(Note(round(e.ts - self.t0, 3), at, text, kind))
 
     def add(self, e: ev.Event, dead_letter_topic: Mapping[tuple[TopicPartition, int], str]) -> None:
-        try:
-            self._add(e, dead_letter_topic)
-        finally:
-            self.last[e.listener] = e.kind
-
-    def _add(
-        self, e: ev.Event, dead_letter_topic: Mapping[tuple[TopicPartition, int], str]
-    ) -> None:
         client = self.client(e.listener) if not isinstance(e, LabNote) else ""
         if isinstance(e, ev.Polled):
             by_topic: dict[str, list[tuple[TopicPartition, int]]] = {}
