@@ -312,22 +312,25 @@ class App:
                 rec = spec.recoverer
                 if isinstance(rec, ChainRecoverer) and spec.topics == rec.sources:
                     ensure_topics(dict(spec.kafka), rec.chain, spec.topics, self.connect_timeout)
+            # Still inside the try: building a loop or describing a recoverer may raise too.
+            loops = [
+                Loop(spec, c, bus=self.bus) for spec, c in zip(self.specs, clients, strict=True)
+            ]
+            for spec in self.specs:
+                log.info(
+                    "listener %s: topics=%s group=%s %s, commit=%s, retry=%s%s, recoverer=%s%s",
+                    spec.name, ",".join(spec.topics), spec.group_id,
+                    "batch" if spec.batch else "record", spec.commit.name, spec.retry.describe(),
+                    " (default)" if spec.retry == Retry() else "", spec.recoverer.describe(),
+                    " (default)" if spec.recoverer.describe() == default_recoverer().describe()
+                    else "",
+                )  # fmt: skip
+                log.debug("listener %s client settings: %s", spec.name, redact(spec.kafka))
         except BaseException:
             for c in clients:
                 c.close()
             raise
-        self.loops = [
-            Loop(spec, c, bus=self.bus) for spec, c in zip(self.specs, clients, strict=True)
-        ]
-        for spec in self.specs:
-            log.info(
-                "listener %s: topics=%s group=%s %s, commit=%s, retry=%s%s, recoverer=%s%s",
-                spec.name, ",".join(spec.topics), spec.group_id,
-                "batch" if spec.batch else "record", spec.commit.name, spec.retry.describe(),
-                " (default)" if spec.retry == Retry() else "", spec.recoverer.describe(),
-                " (default)" if spec.recoverer.describe() == default_recoverer().describe() else "",
-            )  # fmt: skip
-            log.debug("listener %s client settings: %s", spec.name, redact(spec.kafka))
+        self.loops = loops
         self._threads = [
             threading.Thread(target=self._run_loop, args=(loop,), name=f"redrive:{loop.spec.name}")
             for loop in self.loops
