@@ -152,3 +152,52 @@ def test_work_that_finishes_after_its_partition_was_revoked_is_not_committed() -
     loop.run_until_idle()  # the partition comes back: b1 is handled again (at-least-once)
     assert [e.offset for e in rec.of(Succeeded)] == [0, 1]
     assert client.committed_position("t", 0) == 2
+
+
+def test_a_lane_waiting_out_a_back_off_flows_again_when_its_partition_comes_back() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a1", "a2"])
+    seen: list[tuple[bytes, int]] = []
+    failed = threading.Event()
+
+    def handle(msg: Message) -> None:
+        seen.append((msg.value, msg.attempt))
+        if msg.value == b"a1" and not failed.is_set():
+            failed.set()
+            raise ConnectionError("down once")
+
+    loop = concurrent_loop(handle, client, ordering="partition",
+                           retry=Retry.seek(BackOff.fixed(1.0, max_attempts=5)))  # fmt: skip
+    loop.start()
+    while not loop.pauser.parked:  # a1 failed: its lane waits 1 s
+        loop.run_once()
+    client.revoke([T0])  # the next poll assigns it again (FakeClient)
+    loop.run_until_idle()
+    assert seen[0] == (b"a1", 1) and seen[-2:] == [(b"a1", 2), (b"a2", 1)]
+    assert client.committed_position("t", 0) == 2
+    assert loop.dispatcher.idle()
+
+
+def test_in_a_dead_owners_window_no_two_partitions_run_at_once() -> None:
+    """Otherwise a crash caused by one would count as an interruption of the other."""
+    t1 = TopicPartition("t", 1)
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["h1", "h2"], partition=0)
+    client.add("t", ["p1", "p2"], partition=1)
+    client.commit({T0: (0, encode({}, 50)), t1: (0, encode({}, 50))})
+    running = threading.Semaphore(1)
+    marks: list[int] = []
+
+    def handle(msg: Message) -> None:
+        assert running.acquire(blocking=False), "two records of the window ran at once"
+        marks.append(sum(
+            1 for pos, meta in client.commits.values()
+            if (d := decode(meta, pos)) for s in d.records.values() if s.running
+        ))  # fmt: skip
+        running.release()
+
+    loop = concurrent_loop(handle, client, ordering="partition")
+    loop.start()
+    loop.run_until_idle()
+    assert marks == [1, 1, 1, 1]  # each ran alone, the only record marked running
+    assert client.committed_position("t", 0) == 2 and client.committed_position("t", 1) == 2

@@ -160,8 +160,10 @@ class FailureHandler:
     def wait(self, msg: Message, delay: float) -> Hold:
         """Hand it over again in `delay` seconds, counting no attempt (``Defer``)."""
         state = self.committer.state(msg)
-        if state is not None:
+        if state is not None and state.running:
             state.running = False
+            if self.persist:  # a crash while it waits must not count as an interruption
+                self.committer.commit_now(msg.tp, "attempt")
         if self.bus:
             self.bus.emit(BackingOff(self.spec.name, msg.tp, msg.offset, msg.attempt, delay))
         return Hold(delay)
@@ -215,6 +217,7 @@ class FailureHandler:
             state.running = False
             state.recoveries += 1
             state.last_error = exc
+            state.note(exc, state.limit)  # a new owner recovers it with this error
             delay = spec.retry.recovery.delay_forever(state.recoveries)
             log.error("%s: recovering %s[%d]@%d failed, retrying in %.1fs: %s",
                       spec.name, msg.topic, msg.partition, msg.offset, delay, rexc)  # fmt: skip

@@ -55,7 +55,9 @@ class Loop:
         self._polled = 0
         concurrent = spec.concurrency > 1 and not spec.batch
         persist = spec.retry.mode == "seek"
-        window = ConcurrentRecords.bound(spec) if concurrent else spec.max_poll_records
+        # records an owner may be handling past its committed position: a poll's, or under
+        # concurrency the in-flight bound (with room for failed records not yet settled)
+        window = 2 * ConcurrentRecords.bound(spec) if concurrent else spec.max_poll_records
         self.committer = Committer(spec.name, client, spec.commit, self.bus,
                                    persist=persist, window=window)  # fmt: skip
         self.engine = FailureHandler(spec, self.committer, self.bus, wall_clock)

@@ -8,8 +8,8 @@ engine, which keeps its attempt state in the commit metadata (R3) and either par
 *lane* until the back-off is over (the partition keeps flowing for the other lanes) or
 recovers the record. Offsets are finished only on the loop thread, so the committed position
 advances over the contiguous finished prefix only (C1). After a dead owner's window is
-found, that partition's records are handed over one at a time until the window is passed,
-so an interruption is blamed on the record that caused it.
+found, records are handed over one at a time, with nothing else running, until the window
+is passed, so an interruption is blamed on the record that caused it.
 
 At most ``max_in_flight`` records are handed over and not final: the loop polls only for
 the room left and pauses its partitions when handlers stall. On revocation, queued records
@@ -52,16 +52,17 @@ class ConcurrentRecords:
         self._lane_of = _lane_function(spec.ordering)
         self.in_flight = 0  # delivered, not yet final
         self._paused: list[TopicPartition] = []  # all partitions: over the bound
-        self._careful: dict[TopicPartition, deque[Message]] = {}  # one at a time
-        self._careful_busy: dict[TopicPartition, Message] = {}
+        self._careful: deque[Message] = deque()  # one at a time, nothing else running
+        self._careful_busy: Message | None = None
+        self._leaving: set[TopicPartition] = set()  # being revoked: nothing handed over
 
     def dispatch(self, msgs: Sequence[Message]) -> None:
         engine, committer = self.parts.engine, self.parts.committer
         for msg in msgs:
             committer.deliver(msg)
             self.in_flight += 1
-            if msg.tp in engine.careful or msg.tp in self._careful:
-                self._careful.setdefault(msg.tp, deque()).append(msg)
+            if self._careful or self._careful_busy is not None or msg.tp in engine.careful:
+                self._careful.append(msg)
             else:
                 self._admit(msg)
         if self._careful:
@@ -79,19 +80,18 @@ class ConcurrentRecords:
             self.lanes.put(msg, self._lane_of(msg), wait=hold is not None)
 
     def _feed(self) -> None:
-        for tp in list(self._careful):
-            queue = self._careful[tp]
-            while queue and tp not in self._careful_busy:
-                msg = queue.popleft()
-                self._careful_busy[tp] = msg
-                self._admit(msg)
-            if not queue and tp not in self._careful_busy:
-                del self._careful[tp]
+        """Hand over the next record of a dead owner's window once nothing else runs."""
+        while self._careful and self._careful_busy is None:
+            with self.lanes.lock:
+                if any(self.lanes.running.values()):
+                    return  # settle() feeds again when they are done
+            msg = self._careful_busy = self._careful.popleft()
+            self._admit(msg)
 
     def _final(self, msg: Message) -> None:
         self.in_flight -= 1
-        if self._careful_busy.get(msg.tp) is msg:
-            del self._careful_busy[msg.tp]
+        if self._careful_busy is msg:
+            self._careful_busy = None
 
     def _hold(self, msg: Message, lane: Hashable, hold: Hold | None) -> None:
         """After the gate or a failure: the lane goes on, or waits with `msg` in front."""
@@ -123,9 +123,13 @@ class ConcurrentRecords:
         while lanes.done:
             (msg, epoch, lane), outcome = lanes.done.popleft()
             if outcome is DROPPED or lanes.epochs.get(msg.tp, 0) != epoch:
-                self.in_flight -= 1  # an old assignment's: not ours to finish
+                self._final(msg)  # an old assignment's: not ours to finish
             elif outcome is None:
                 engine.succeeded(msg)
+                self._final(msg)
+            elif msg.tp in self._leaving:  # revoked: take in the failure, hand nothing over
+                if not isinstance(outcome, Defer) and outcome is not REGATE:
+                    engine.failed(msg, outcome)
                 self._final(msg)
             elif outcome is REGATE:
                 self._hold(msg, lane, engine.gate(msg))
@@ -181,19 +185,24 @@ class ConcurrentRecords:
         """Drop queued records of `partitions`, wait (bounded) for their running ones, and
         settle what finished; later outcomes of these partitions are ignored."""
         gone, lanes = set(partitions), self.lanes
+        kept = deque(m for m in self._careful if m.tp not in gone)
+        self.in_flight -= len(self._careful) - len(kept)
+        self._careful = kept
         with lanes.lock:
-            self.in_flight -= lanes.drop(gone)
+            self.in_flight -= lanes.drop(gone)  # queued: never handed over
             if not lanes.wait_running(gone, timeout):
                 log.warning("%s: in-flight records of %s abandoned after %.1fs",
                             self.parts.spec.name, sorted(map(str, gone)), timeout)  # fmt: skip
-        self.settle()  # what finished under this assignment is final (and committed)
+        self._leaving = gone
+        try:
+            self.settle()  # what finished under this assignment is final (and committed)
+        finally:
+            self._leaving = set()
         with lanes.lock:
             for tp in gone:
                 lanes.epochs[tp] = lanes.epochs.get(tp, 0) + 1  # later outcomes: ignored
-            self.in_flight -= lanes.drop(gone)
-        for tp in gone:
-            self.in_flight -= len(self._careful.pop(tp, ()))
-            self._careful_busy.pop(tp, None)
+        if self._careful_busy is not None and self._careful_busy.tp in gone:
+            self._careful_busy = None  # abandoned: its late outcome is an old epoch's
         self._paused = [tp for tp in self._paused if tp not in gone]
 
     def close(self, timeout: float) -> None:

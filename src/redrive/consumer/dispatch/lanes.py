@@ -5,13 +5,16 @@ threads (plain handlers) or as tasks on one event loop in a helper thread (``asy
 A worker only runs the handler and reports the outcome: a success lets the lane go on, a
 failure (or ``Defer``) stops it until the loop thread decides (``ConcurrentRecords``).
 Records carry the *epoch* of their partition; revocation bumps it, and a record of an old
-epoch is dropped instead of handed over.
+epoch is dropped instead of handed over. A lane is *owned* while a worker drains it or
+while it waits for the loop thread's decision; each owner holds a token, so a lane taken
+away by a revocation is never drained by two workers at once when it comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import threading
 import time
 from collections import deque
@@ -36,7 +39,9 @@ class Lanes:
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)  # a worker reported
         self.queues: dict[Hashable, deque[Item]] = {}
-        self._active: set[Hashable] = set()  # drained by a worker, parked, or reported
+        self._owner: dict[Hashable, int] = {}  # lane -> token of its worker or decision
+        self._tp_of: dict[Hashable, TopicPartition] = {}
+        self._tokens = itertools.count()
         self.running: dict[TopicPartition, int] = {}
         self.epochs: dict[TopicPartition, int] = {}
         self.done: deque[tuple[Item, BaseException | None]] = deque()
@@ -65,28 +70,29 @@ class Lanes:
         run: bool = True,
         wait: bool = False,
     ) -> None:
-        """Queue `msg` in `lane`; with `run`, start the lane unless it is busy already. A
+        """Queue `msg` in `lane`; with `run`, start the lane unless it is owned already. A
         record that must `wait` stops its lane when it comes up and is handed back."""
         with self.lock:
             if wait:
                 self._regate.add(id(msg))
             queue = self.queues.setdefault(lane, deque())
+            self._tp_of[lane] = msg.tp
             item = (msg, self.epochs.get(msg.tp, 0), lane)
             queue.appendleft(item) if front else queue.append(item)
-            start = run and lane not in self._active
-            self._active.add(lane)
-        if start:
-            self._submit(lane)
+            if lane in self._owner:
+                return
+            token = self._owner[lane] = next(self._tokens)
+        if run:
+            self._submit(lane, token)
 
     def go_on(self, lane: Hashable) -> None:
-        """Let a stopped (or parked) lane go on with its queue."""
+        """Let a stopped (or parked) lane go on with its queue, under a new owner."""
         with self.lock:
             if not self.queues.get(lane):
-                self._active.discard(lane)
-                self.queues.pop(lane, None)
+                self._release(lane)
                 return
-            self._active.add(lane)
-        self._submit(lane)
+            token = self._owner[lane] = next(self._tokens)
+        self._submit(lane, token)
 
     def take(self, lane: Hashable) -> Message | None:
         """Remove and return the first record of a stopped lane (to gate it again)."""
@@ -104,13 +110,20 @@ class Lanes:
         return True
 
     def drop(self, partitions: set[TopicPartition]) -> int:
-        """Lock held: remove the queued records of `partitions`; how many."""
+        """Lock held: forget the lanes of `partitions` and their queued records; how many
+        records. A worker still running one of their records stops after it."""
         dropped = 0
-        for lane, queue in list(self.queues.items()):
-            kept = deque(i for i in queue if i[0].tp not in partitions)
-            dropped += len(queue) - len(kept)
-            self.queues[lane] = kept
+        for lane in [lane for lane, tp in self._tp_of.items() if tp in partitions]:
+            queue = self.queues.get(lane, ())
+            dropped += len(queue)
+            self._regate.difference_update(id(item[0]) for item in queue)
+            self._release(lane)
         return dropped
+
+    def _release(self, lane: Hashable) -> None:
+        self.queues.pop(lane, None)
+        self._owner.pop(lane, None)
+        self._tp_of.pop(lane, None)
 
     def close(self, timeout: float) -> None:
         if self._pool is not None:
@@ -124,38 +137,43 @@ class Lanes:
 
     # -- workers ------------------------------------------------------------------------
 
-    def _submit(self, lane: Hashable) -> None:
+    def _submit(self, lane: Hashable, token: int) -> None:
         if self._pool is not None:
-            self._pool.submit(self._drain_sync, lane)
+            self._pool.submit(self._drain_sync, lane, token)
         else:
             aloop = self._aloop
             assert aloop is not None
-            aloop.call_soon_threadsafe(lambda: aloop.create_task(self._drain_async(lane)))
+            aloop.call_soon_threadsafe(lambda: aloop.create_task(self._drain_async(lane, token)))
 
-    def _next(self, lane: Hashable) -> Item | None:
-        """The lane's next record that is still ours (lock held); None: the lane stops."""
-        queue = self.queues.get(lane)
-        while queue:
-            item = queue.popleft()
-            msg, epoch, _ = item
-            if self.closing or self.epochs.get(msg.tp, 0) != epoch:
-                self.done.append((item, DROPPED))
-                continue
-            if self._regate and id(msg) in self._regate:
-                self._regate.discard(id(msg))
-                self.done.append((item, REGATE))  # the lane stops here, still active
-                self.changed.notify_all()
+    def _next(self, lane: Hashable, token: int) -> Item | None:
+        """The lane's next record that is still ours; None: the worker stops."""
+        with self.lock:
+            if self._owner.get(lane) != token:
+                return None  # the lane was taken away (revocation)
+            queue = self.queues.get(lane)
+            while queue:
+                item = queue.popleft()
+                msg, epoch, _ = item
+                if self.closing or self.epochs.get(msg.tp, 0) != epoch:
+                    self.done.append((item, DROPPED))
+                    continue
+                if self._regate and id(msg) in self._regate:
+                    self._regate.discard(id(msg))
+                    self.done.append((item, REGATE))  # the lane stops here, still owned
+                    self.changed.notify_all()
+                    return None
+                self.running[msg.tp] = self.running.get(msg.tp, 0) + 1
+                break
+            else:
+                self._release(lane)
                 return None
-            self.running[msg.tp] = self.running.get(msg.tp, 0) + 1
-            if self.bus:
-                self.bus.emit(Delivered(self.name, ((msg.tp, msg.offset, msg.attempt),)))
-            return item
-        self._active.discard(lane)
-        self.queues.pop(lane, None)
-        return None
+        if self.bus:
+            self.bus.emit(Delivered(self.name, ((msg.tp, msg.offset, msg.attempt),)))
+        return item
 
     def _report(self, item: Item, outcome: BaseException | None) -> bool:
-        """True when the lane goes on (the record succeeded)."""
+        """True when the lane goes on (the record succeeded); else it stays owned until the
+        loop thread decides."""
         with self.lock:
             self.running[item[0].tp] -= 1
             self.done.append((item, outcome))
@@ -164,12 +182,8 @@ class Lanes:
                 self.error = outcome
             return outcome is None
 
-    def _drain_sync(self, lane: Hashable) -> None:
-        while True:
-            with self.lock:
-                item = self._next(lane)
-            if item is None:
-                return
+    def _drain_sync(self, lane: Hashable, token: int) -> None:
+        while (item := self._next(lane, token)) is not None:
             outcome: BaseException | None = None
             try:
                 self._handler(item[0])
@@ -178,13 +192,9 @@ class Lanes:
             if not self._report(item, outcome):
                 return
 
-    async def _drain_async(self, lane: Hashable) -> None:
+    async def _drain_async(self, lane: Hashable, token: int) -> None:
         async with self._sem:
-            while True:
-                with self.lock:
-                    item = self._next(lane)
-                if item is None:
-                    return
+            while (item := self._next(lane, token)) is not None:
                 outcome: BaseException | None = None
                 try:
                     await self._handler(item[0])
