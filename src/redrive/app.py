@@ -214,13 +214,16 @@ class App:
         if not group:
             raise ConfigError("group_id", "no group id: pass group_id= to App or to the listener")
         concurrency, commit = options.concurrency, options.commit
-        if batch and concurrency > 1:
-            raise ConfigError("concurrency", "applies to record listeners (@app.listener) only")
-        if concurrency > 1 and commit is not None and commit.manual_ack:
+        if batch:
+            for option, default in (("concurrency", 1), ("ordering", "partition"),
+                                    ("max_in_flight", None)):  # fmt: skip
+                if getattr(options, option) != default:
+                    raise ConfigError(option, "applies to record listeners (@app.listener) only")
+        if concurrency > 1 and commit is not None and (commit.manual_ack or commit.after_record):
             raise ConfigError(
                 "commit",
-                "Commit.manual() does not combine with concurrency > 1: a record is "
-                "done when its handler returns; use Commit.per_poll() or Commit.interval()",
+                f"Commit.{commit.name}() does not combine with concurrency > 1: records finish "
+                "out of order; use Commit.per_poll() or Commit.interval()",
             )
         commit = commit or Commit.per_poll()
         retry, retry_topics, recoverer = options.retry, options.retry_topics, options.recoverer

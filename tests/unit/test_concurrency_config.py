@@ -39,10 +39,11 @@ def test_batch_listeners_take_no_concurrency() -> None:
         App("127.0.0.1:1", "g").batch_listener("t", concurrency=4)
 
 
-def test_manual_acks_do_not_combine_with_concurrency() -> None:
+@pytest.mark.parametrize("commit", [Commit.manual(), Commit.per_record()])
+def test_manual_acks_and_per_record_commits_do_not_combine_with_concurrency(commit: Commit) -> None:
     app = App("127.0.0.1:1", "g")
-    with pytest.raises(ConfigError, match="Commit.manual\\(\\) does not combine with concurrency"):
-        app.listener("t", concurrency=4, commit=Commit.manual())(lambda m: None)
+    with pytest.raises(ConfigError, match=f"Commit.{commit.name}\\(\\) does not combine"):
+        app.listener("t", concurrency=4, commit=commit)(lambda m: None)
 
 
 # -- the circuit breaker -------------------------------------------------------------------

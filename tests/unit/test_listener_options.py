@@ -174,9 +174,12 @@ def test_retry_topics_and_a_recoverer_do_not_combine() -> None:
         _app().listener("t", retry_topics=RetryTopics((1.0,)), recoverer=Skip())
 
 
-def test_batch_listeners_take_no_concurrency() -> None:
-    with pytest.raises(ConfigError, match="applies to record listeners"):
-        _app().batch_listener("t", concurrency=2)
+@pytest.mark.parametrize(
+    ("option", "value"), [("concurrency", 2), ("ordering", "key"), ("max_in_flight", 100)]
+)
+def test_batch_listeners_take_no_concurrency_options(option: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"'{option}': applies to record listeners"):
+        _app().batch_listener("t", **{option: value})  # type: ignore[arg-type]
 
 
 def test_reserved_kafka_settings_are_refused() -> None:
@@ -208,7 +211,7 @@ def test_recoverer_objects_are_accepted(recoverer: Any) -> None:
 
 def test_every_option_reaches_the_listener_spec() -> None:
     app = _app()
-    recoverer, commit = Skip(), Commit.per_record()
+    recoverer, commit = Skip(), Commit.interval(2.0)
     retry = Retry(backoff=BackOff.fixed(0.5, max_attempts=2))
 
     def decode(data: bytes | None) -> Any:

@@ -90,6 +90,12 @@ class FailureHandler:
 
     # -- before a record is handed over ---------------------------------------------------
 
+    def plain(self) -> bool:
+        """True when ``gate`` has nothing to do for a decodable record (the common case)."""
+        c = self.committer
+        return not (c.states or c.has_final or c.stale_marks or self.careful or self.due_times
+                    or self.manual)  # fmt: skip
+
     def gate(self, msg: Message) -> Hold | None:
         committer = self.committer
         if committer.stale_marks:  # a crash from here on must not be blamed on them

@@ -107,8 +107,10 @@ class Loop:
         """Commit every final outcome synchronously, then leave the group (C4). The client
         is closed (the group left) whatever fails before it."""
         try:
-            self.dispatcher.close(self.spec.drain_timeout)
-            self.committer.flush("close", sync=True)
+            try:
+                self.dispatcher.close(self.spec.drain_timeout)
+            finally:
+                self.committer.flush("close", sync=True)
         finally:
             try:
                 self.client.close()

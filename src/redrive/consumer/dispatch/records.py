@@ -20,20 +20,24 @@ class Records(OnLoopThread):
         engine, committer, pauser = parts.engine, parts.committer, parts.pauser
         after_record = parts.spec.commit.after_record
         waiting: dict[TopicPartition, tuple[float, list[Message]]] = {}
+        parked, stopping = pauser.parked, parts.stopping
+        plain = engine.plain()  # nothing to check before a record: the gate can be skipped
         for msg in msgs:
             tp = msg.tp
             if tp in waiting:
                 waiting[tp][1].append(msg)
                 continue
-            if tp in pauser or parts.stopping():
+            if tp in parked or stopping():
                 continue  # stale fetch of a paused partition, or stopping: not delivered
             committer.deliver(msg)
-            hold = engine.gate(msg)
+            hold = None if plain and msg.error is None else engine.gate(msg)
             if hold is None:
                 hold = self.hand_over(msg, msg)
-            if hold is not None and hold.delay is not None:
-                waiting[tp] = (hold.delay, [msg])
-            elif after_record:
+            if hold is not None:
+                plain = False
+                if hold.delay is not None:
+                    waiting[tp] = (hold.delay, [msg])
+            if after_record:
                 committer.flush("record")
         for tp, (delay, held) in waiting.items():
             park(parts, tp, delay, held)
