@@ -20,8 +20,8 @@ from redrive.lab.scenarios import SCENARIOS, run, select
 
 def run_lab(args: argparse.Namespace) -> int:
     if getattr(args, "list", False):
-        for s in SCENARIOS.values():
-            print(f"{s.name:18} {s.title} ({s.contract})")
+        for n, s in enumerate(SCENARIOS.values(), 1):
+            print(f"{n:2}. {s.name:18} {s.title} ({s.contract})")
         return 0
     try:
         chosen = select(args.scenarios)
@@ -34,14 +34,22 @@ def run_lab(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     started = time.monotonic()
     results = []
+    print("redrive lab: starting Kafka ...", file=out, flush=True)
     with kafka_for_run() as servers:
-        print(f"redrive lab: {len(chosen)} scenario(s) against Kafka at {servers}", file=out)
+        print(
+            f"redrive lab: {len(chosen)} scenario(s) against Kafka at {servers} "
+            f"(ready after {time.monotonic() - started:.1f} s)",
+            file=out,
+            flush=True,
+        )
         for spec in chosen:
+            print("\n" + terminal.starting(spec, len(SCENARIOS)), file=out, flush=True)
             result = run(spec, servers)
             results.append(result)
-            print("\n" + terminal.render(result, report.trace_of(result)), file=out, flush=True)
+            print(terminal.render(result, report.trace_of(result)), file=out, flush=True)
     total = time.monotonic() - started
     passed = sum(r.passed for r in results)
+    print("\n" + "\n".join(terminal.finished(r) for r in results), file=out)
     path = Path(args.report)
     path.write_text(report.html(results, servers=servers, total=total), encoding="utf-8")
     if args.json:

@@ -1,10 +1,12 @@
-"""The lab in the terminal: per scenario a narrative, a compact timeline and the verdict."""
+"""The lab in the terminal: per scenario its set-up, what happened (told from the events), a
+compact timeline and the verdict; a line when a scenario starts and one when it ends."""
 
 from __future__ import annotations
 
 import textwrap
 
-from redrive.lab.scenarios import Result
+from redrive.lab.scenarios import Result, Scenario, number
+from redrive.lab.story import tell
 from redrive.lab.trace import Arrow, Trace
 
 
@@ -25,6 +27,18 @@ def timeline(trace: Trace) -> list[str]:
     return lines
 
 
+def starting(spec: Scenario, total: int) -> str:
+    """``[3/10] exception: Exception at m2, thrown to the loop (F1) ...``"""
+    n = number(spec.name)
+    return f"[{n}/{total}] {spec.name}: {spec.title} ({spec.contract}) ..."
+
+
+def finished(result: Result) -> str:
+    """``[3/10] exception: PASS in 1.4 s``: printed as soon as the scenario ends."""
+    verdict = "PASS" if result.passed else "FAIL"
+    return f"[{result.number}] {result.name}: {verdict} in {result.duration:.1f} s"
+
+
 def verdict_line(result: Result) -> str:
     if result.passed:
         return f"verdict: PASS, matches the contract ({result.contract})"
@@ -32,8 +46,12 @@ def verdict_line(result: Result) -> str:
 
 
 def render(result: Result, trace: Trace) -> str:
-    out = [f"== {result.title} [{result.name}] ({result.contract}, {result.duration:.1f} s)"]
+    out = [f"== {result.heading} [{result.name}] ({result.contract}, {result.duration:.1f} s)"]
     out += textwrap.wrap(result.story, 96, initial_indent="  ", subsequent_indent="  ")
+    happened = " ".join(tell(result.events, result.names, result.alias))
+    out += textwrap.wrap(
+        "what happened: " + happened, 96, initial_indent="  ", subsequent_indent="    "
+    )
     out.append("  timeline:")
     out += timeline(trace)
     for row in result.rows:

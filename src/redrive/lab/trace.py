@@ -2,8 +2,12 @@
 
 The trace is exact: one step per event (two for a poll, which asks and receives, and for a
 dead-letter write, which is written and acknowledged), in the order the bus delivered them.
-Participants, left to right: the inbound topics, one Kafka client per consumer, the
-listener, the group's consumer offsets, then dead-letter and retry topics.
+Participants, left to right: the inbound topics (one lifeline per partition when a topic
+has several), one Kafka client per consumer, the listener, the group's consumer offsets,
+then dead-letter and retry topics.
+
+A commit that moves no position (an owner's window mark, an attempt-count mark, a clean
+hand-over at the same position) is an arrow with ``moved=False``: drawn lighter.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Arrow:
     kind: str
     """poll, records, handle, ok, exception, commit, seek, pause, resume, dead-letter, ack,
     dead-letter-failed, retry-hop."""
+    moved: bool = True
+    """False for a commit that moved no position (drawn lighter)."""
 
     @property
     def dashed(self) -> bool:
@@ -54,6 +60,8 @@ class Note:
     text: str
     kind: str
     """started, back-off, assigned, revoked, lost, stopped, skipped, lab."""
+    until: float | None = None
+    """For a wait (back-off, not due yet): when it ends, in seconds since the first event."""
 
 
 Step = Arrow | Note
@@ -90,6 +98,10 @@ class _Builder:
         self.t0 = 0.0
         self.destinations: dict[str, str] = {}
         """Topics records are sent to (retry topics, dead-letter topics) -> their kind."""
+        self.split: dict[str, tuple[int, ...]] = {}
+        """Inbound topics with several partitions -> their partitions (a lifeline each)."""
+        self.positions: dict[TopicPartition, int] = {}
+        """The last committed position of each partition (a fresh group starts at 0)."""
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -116,12 +128,25 @@ class _Builder:
 
     # -- participants ---------------------------------------------------------------------
 
-    def topic(self, name: str) -> str:
+    def topic(self, name: str, partition: int | None = None) -> str:
+        """The lifeline of topic `name`, or of its `partition` when the topic has several
+        (without a partition: its first)."""
         if name in self.destinations:  # a retry topic read by the retry consumer: one lifeline
             return self.sink(name, self.destinations[name])
+        if name in self.split:
+            for p in self.split[name]:
+                key = f"{name}[{p}]"
+                if key not in self.topics:
+                    label = f"{self.alias(name)}[{p}]"
+                    self.topics[key] = Participant(f"topic:{key}", label, "topic")
+            p = self.split[name][0] if partition is None else partition
+            return self.topics[f"{name}[{p}]"].id
         if name not in self.topics:
             self.topics[name] = Participant(f"topic:{name}", self.alias(name), "topic")
         return self.topics[name].id
+
+    def tp(self, tp: TopicPartition) -> str:
+        return self.topic(tp.topic, tp.partition)
 
     def client(self, listener: str) -> str:
         if listener not in self.clients:
@@ -148,18 +173,23 @@ class _Builder:
     def arrow(self, e: ev.Event, src: str, dst: str, label: str, kind: str) -> None:
         self.steps.append(Arrow(round(e.ts - self.t0, 3), src, dst, label, kind))
 
-    def note(self, e: ev.Event, at: str, text: str, kind: str) -> None:
-        self.steps.append(Note(round(e.ts - self.t0, 3), at, text, kind))
+    def note(self, e: ev.Event, at: str, text: str, kind: str, until: float | None = None) -> None:
+        end = None if until is None else round(until - self.t0, 3)
+        self.steps.append(Note(round(e.ts - self.t0, 3), at, text, kind, end))
 
     def add(self, e: ev.Event, dead_letter_topic: Mapping[tuple[TopicPartition, int], str]) -> None:
         client = self.client(e.listener) if not isinstance(e, LabNote) else ""
         if isinstance(e, ev.Polled):
-            by_topic: dict[str, list[tuple[TopicPartition, int]]] = {}
+            # One request for every assigned partition: drawn to the leftmost lifeline it
+            # reads, so it crosses all of them; then the records of each lifeline.
+            by_line: dict[str, list[tuple[TopicPartition, int]]] = {}
             for tp, first, n in e.counts:
-                by_topic.setdefault(tp.topic, []).extend((tp, first + i) for i in range(n))
-            self.arrow(e, client, self.topic(e.counts[0][0].topic), "poll", "poll")
-            for topic, items in by_topic.items():
-                self.arrow(e, self.topic(topic), client, f"records {self.recs(items)}", "records")
+                by_line.setdefault(self.tp(tp), []).extend((tp, first + i) for i in range(n))
+            order = [p.id for p in self.participants()]
+            far = min(by_line, key=lambda line: order.index(line) if line in order else 0)
+            self.arrow(e, client, far, "poll", "poll")
+            for line, items in by_line.items():
+                self.arrow(e, line, client, f"records {self.recs(items)}", "records")
         elif isinstance(e, ev.Delivered):
             items = [(tp, o) for tp, o, _ in e.records]
             attempt = max(a for _, _, a in e.records)
@@ -178,23 +208,30 @@ class _Builder:
             )
         elif isinstance(e, ev.BackingOff):
             self.note(e, client, f"back-off {e.delay:.2f} s ({self.rec(e.tp, e.offset)})",
-                      "back-off")  # fmt: skip
+                      "back-off", e.ts + e.delay)  # fmt: skip
         elif isinstance(e, ev.NotDue):
             wait = e.due - e.ts
             self.note(e, client, f"{self.rec(e.tp, e.offset)} not due yet: wait {wait:.2f} s",
-                      "back-off")  # fmt: skip
+                      "back-off", e.due)  # fmt: skip
         elif isinstance(e, ev.Paused):
             for tp in e.partitions:
-                self.arrow(e, client, self.topic(tp.topic), f"pause [{tp.partition}]", "pause")
+                self.arrow(e, client, self.tp(tp), f"pause [{tp.partition}]", "pause")
         elif isinstance(e, ev.Resumed):
             for tp in e.partitions:
-                self.arrow(e, client, self.topic(tp.topic), f"resume [{tp.partition}]", "resume")
+                self.arrow(e, client, self.tp(tp), f"resume [{tp.partition}]", "resume")
         elif isinstance(e, ev.Seeked):
             name = self.names.get((e.tp.topic, e.tp.partition, e.offset))
             label = f"seek [{e.tp.partition}] to {e.offset}" + (f" ({name})" if name else "")
-            self.arrow(e, client, self.topic(e.tp.topic), label, "seek")
+            self.arrow(e, client, self.tp(e.tp), label, "seek")
         elif isinstance(e, ev.Committed):
-            self.arrow(e, client, self.offsets(), commit_label(e, self.part), "commit")
+            moved = any(self.positions.get(tp, 0) != pos for tp, pos in e.positions)
+            self.positions.update(dict(e.positions))
+            label = commit_label(e, self.part)
+            if not moved and "(attempt" not in label and e.reason not in ("poll", "record"):
+                label += f" ({e.reason})"
+            self.steps.append(
+                Arrow(round(e.ts - self.t0, 3), client, self.offsets(), label, "commit", moved)
+            )
         elif isinstance(e, ev.DeadLettered):
             dlt = self.sink(e.topic, "dlt")
             self.arrow(e, client, dlt, f"dead-letter {self.rec(e.tp, e.offset)}", "dead-letter")
@@ -264,6 +301,28 @@ def _attempts(metadata: str | None) -> int | None:
     return int(data["attempts"]) if isinstance(data, dict) and "attempts" in data else None
 
 
+def _partitions(events: Sequence[ev.Event]) -> dict[str, set[int]]:
+    """Every partition each topic shows up with in `events`."""
+    found: dict[str, set[int]] = {}
+
+    def add(tp: TopicPartition) -> None:
+        found.setdefault(tp.topic, set()).add(tp.partition)
+
+    for e in events:
+        if isinstance(e, ev.Assigned | ev.Revoked | ev.Lost | ev.Paused | ev.Resumed):
+            for tp in e.partitions:
+                add(tp)
+        elif isinstance(e, ev.Polled | ev.Delivered):
+            for tp, _, _ in e.counts if isinstance(e, ev.Polled) else e.records:
+                add(tp)
+        elif isinstance(e, ev.Committed):
+            for tp, _ in e.positions:
+                add(tp)
+        elif hasattr(e, "tp") and isinstance(e.tp, TopicPartition):
+            add(e.tp)
+    return found
+
+
 def build(
     events: Sequence[ev.Event],
     names: Names | None = None,
@@ -281,6 +340,11 @@ def build(
     # Retry and dead-letter topics are drawn on the right, also when a consumer reads them.
     b.destinations = {e.topic: "retry" for e in events if isinstance(e, ev.RetryHop)}
     b.destinations.update({t: "dlt" for t in dead_letter_topic.values()})
+    b.split = {
+        topic: tuple(sorted(ps))
+        for topic, ps in _partitions(events).items()
+        if len(ps) > 1 and topic not in b.destinations
+    }
     for e in events:
         if isinstance(e, ev.Started):
             for topic in e.topics:
@@ -291,7 +355,7 @@ def build(
     # Notes the lab made before the consumer it names existed are drawn on the first client.
     first_client = next(iter(b.clients.values())).id if b.clients else ""
     steps = tuple(
-        Note(s.t, s.at or first_client, s.text, s.kind) if isinstance(s, Note) else s
+        Note(s.t, s.at or first_client, s.text, s.kind, s.until) if isinstance(s, Note) else s
         for s in b.steps
     )
     duration = round(events[-1].ts - b.t0, 3) if events else 0.0
