@@ -90,11 +90,14 @@ def test_lab_command_fails_when_a_verdict_fails(
     @scenario("wrong", "A wrong expectation", contract="C2", story="Expects too much.")
     def wrong(lab: Lab) -> None:
         topic = lab.topic("orders", ["m1"])
-        lab.check("committed position", {0: 1}, lab.committed(topic))
+        lab.check_committed(topic, {0: 1})
 
     assert run_lab(_args("wrong", report_path=tmp_path / "r.html")) == 1  # type: ignore[arg-type]
     out = capsys.readouterr().out
-    assert "verdict: FAIL (C2): committed position: expected {0: 1}, observed {0: None}" in out
+    n = len(SCENARIOS) + 1
+    assert f"[{n}/{n}] wrong: A wrong expectation (C2) ..." in out  # before it runs
+    assert "verdict: FAIL (C2): committed orders: expected {orders[0]: 1}, observed" in out
+    assert "observed {orders[0]: none}" in out and f"[{n}] wrong: FAIL in" in out
     assert "0/1 scenarios match the contract" in out
     assert run_lab(_args("nope", report_path=tmp_path / "r.html")) == 2  # type: ignore[arg-type]
     assert "unknown scenario 'nope'" in capsys.readouterr().err
@@ -106,9 +109,17 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 MEASURE = """<script>
+const page = document.documentElement.clientWidth;
 const out = [...document.querySelectorAll('section.scenario')].map(s => {
   const box = s.querySelector('svg.sequence').getBoundingClientRect();
-  return {name: s.id, width: box.width, height: box.height,
+  const div = s.querySelector('.diagram');
+  const style = getComputedStyle(div);
+  const inner = div.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return {name: s.id, width: box.width, height: box.height, inner: inner,
+          natural: Number(s.querySelector('svg.sequence').getAttribute('width')),
+          scrolls: div.scrollWidth > div.clientWidth,
+          right: div.getBoundingClientRect().right, page: page,
+          toc: document.querySelectorAll('nav.toc a[href="#' + s.id + '"]').length,
           arrows: s.querySelectorAll('svg.sequence g.arrow').length,
           declared: Number(s.dataset.arrows)};
 });
@@ -165,14 +176,23 @@ def test_report_in_a_headless_browser(lab_run: tuple[list[Result], Path], tmp_pa
             "</body>", MEASURE + "</body>"
         )
     )
-    dom = browse(tmp_path, measured_copy.as_uri(), "--dump-dom", "--virtual-time-budget=5000")
-    found = re.search(r'<pre id="measure">(.*?)</pre>', dom, re.S)
-    assert found, dom[-2000:]
-    measured = {m["name"]: m for m in json.loads(html.unescape(found.group(1)))}
-    assert set(measured) == set(expected)
-    for name, m in measured.items():
-        assert m["width"] > 0 and m["height"] > 0, name
-        assert m["arrows"] == m["declared"] == expected[name], name
+    # Every diagram fits its box, at a desktop width and at a narrow one (TOC on top).
+    widest = max(int(m) for m in re.findall(r'<svg [^>]*class="sequence" width="(\d+)"', page))
+    assert widest > 1400 - 230  # the check below means something: one diagram must shrink
+    for window in ("1400,1800", "800,1200"):
+        dom = browse(tmp_path, measured_copy.as_uri(), "--dump-dom",
+                     "--virtual-time-budget=5000", f"--window-size={window}")  # fmt: skip
+        found = re.search(r'<pre id="measure">(.*?)</pre>', dom, re.S)
+        assert found, dom[-2000:]
+        measured = {m["name"]: m for m in json.loads(html.unescape(found.group(1)))}
+        assert set(measured) == set(expected)
+        for name, m in measured.items():
+            assert m["width"] > 0 and m["height"] > 0, (window, name)
+            assert m["width"] <= m["inner"] + 0.5, (window, name, m)  # no overflow
+            assert not m["scrolls"] and m["right"] <= m["page"] + 0.5, (window, name, m)
+            assert m["width"] <= m["natural"] + 0.5, (window, name, m)  # never blown up
+            assert m["toc"] == 1, (window, name)  # a link in the table of contents
+            assert m["arrows"] == m["declared"] == expected[name], (window, name)
 
 
 def test_report_makes_no_network_request(

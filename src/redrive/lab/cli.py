@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 from redrive.broker import kafka_for_run
-from redrive.lab import report, terminal
-from redrive.lab.scenarios import SCENARIOS, run, select
+from redrive.lab import report, scenarios, terminal
+from redrive.lab.scenarios import run, select
 
 
 def run_lab(args: argparse.Namespace) -> int:
     if getattr(args, "list", False):
-        for n, s in enumerate(SCENARIOS.values(), 1):
+        for n, s in enumerate(scenarios.SCENARIOS.values(), 1):
             print(f"{n:2}. {s.name:18} {s.title} ({s.contract})")
         return 0
     try:
@@ -43,7 +43,7 @@ def run_lab(args: argparse.Namespace) -> int:
             flush=True,
         )
         for spec in chosen:
-            print("\n" + terminal.starting(spec, len(SCENARIOS)), file=out, flush=True)
+            print("\n" + terminal.starting(spec, len(scenarios.SCENARIOS)), file=out, flush=True)
             result = run(spec, servers)
             results.append(result)
             print(terminal.render(result, report.trace_of(result)), file=out, flush=True)
