@@ -442,9 +442,9 @@ class App:
         A signal is honoured whatever the App is doing: waiting for the broker, waiting for
         partitions, handling a record or waiting out a back-off. A second signal exits the
         process at once with code 128 + the signal's number (130 for SIGINT, 143 for
-        SIGTERM), committing nothing more. A handler still running ``drain_timeout`` (plus
-        ``STOP_GRACE`` seconds to commit and leave the group) after the stop raises
-        ``StopTimeout``; its record stays uncommitted.
+        SIGTERM), committing nothing more. A handler still running ``drain_timeout`` seconds
+        after the stop raises ``StopTimeout``; its record stays uncommitted. (Committing and
+        leaving the group after the drain may take ``STOP_GRACE`` seconds more.)
 
         Refused with ``UsageError`` while ``redrive run`` imports the App's module: guard
         the call with ``if __name__ == "__main__":``.
@@ -491,18 +491,23 @@ class App:
         """Wait, bounded by the drain timeout, for the stopped listeners to close; then
         raise StopTimeout (a handler is still running) or the first listener error."""
         drain = max((spec.drain_timeout for spec in self.specs), default=0.0)
-        deadline = time.monotonic() + drain + STOP_GRACE
-        for t in self._threads:
-            while t.is_alive() and time.monotonic() < deadline:
+        drained = time.monotonic() + drain
+        for loop, t in zip(self.loops, self._threads, strict=False):
+            while t.is_alive():
+                # a loop that has not begun to close by then is inside a handler: give up on
+                # it; one that is closing (committing, leaving) gets STOP_GRACE more
+                now = time.monotonic()
+                if now >= drained + STOP_GRACE or (now >= drained and not loop.closing):
+                    break
                 t.join(0.2)  # short joins: signal handlers run in between
         stuck = [t.name.removeprefix("redrive:") for t in self._threads if t.is_alive()]
         if quiet:
             return
         if stuck:
             raise StopTimeout(
-                f"listener(s) {', '.join(stuck)} still running a handler {drain:g} s "
-                f"(drain_timeout) + {STOP_GRACE:g} s after the stop: their records stay "
-                "uncommitted and are handled again by the next owner"
+                f"listener(s) {', '.join(stuck)} still busy (in a handler) {drain:g} s "
+                "(drain_timeout) after the stop: their records stay uncommitted and are "
+                "handled again by the next owner"
             ) from (self._errors[0] if self._errors else None)
         self._threads = []
         if self._errors:
