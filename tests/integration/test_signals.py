@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from redrive import admin
+from redrive import App, Message, admin
+from redrive.errors import KafkaUnavailable
 
 from .helpers import wait_for
 
@@ -164,6 +165,36 @@ def test_give_up_after(child) -> None:
     code, seconds = c.exit(15)
     assert code == 2, c.log()
     assert "no Kafka broker answered at 127.0.0.1:1 within 1 s" in c.log()
+
+
+def test_stop_ends_the_wait_for_the_broker_in_process() -> None:
+    app = App(UNREACHABLE, "g", connect_timeout=None)  # wait as long as it takes
+
+    @app.listener("orders")
+    def handle(msg: Message) -> None: ...
+
+    timer = threading.Timer(1.0, app.stop)
+    timer.start()
+    began = time.monotonic()
+    try:
+        app.start()  # returns once stop() is seen: nothing started
+    finally:
+        timer.cancel()
+    assert time.monotonic() - began < 1.0 + 1.5
+    assert not app.loops
+    app.join(1)  # nothing to wait for, no error
+
+
+def test_the_address_is_read_when_the_app_starts() -> None:
+    app = App("127.0.0.1:9", "g", connect_timeout=0.5)
+
+    @app.listener("orders")
+    def handle(msg: Message) -> None: ...
+
+    app.bootstrap_servers = UNREACHABLE  # what redrive run --bootstrap-servers does
+    with pytest.raises(KafkaUnavailable, match="no Kafka broker answered at 127.0.0.1:1 within"):
+        app.start()
+    assert app.specs[0].kafka["bootstrap.servers"] == UNREACHABLE
 
 
 class Forwarder:
