@@ -6,16 +6,19 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from types import FrameType
 from typing import Any, TypeVar
 
 from redrive.consumer.client import ConfluentClient
 from redrive.consumer.commit import Commit
+from redrive.consumer.kafka_log import KAFKA_LOG
 from redrive.consumer.loop import Loop
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import ConfigError, KafkaUnavailable
+from redrive.errors import ConfigError, KafkaUnavailable, StopTimeout, UsageError
 from redrive.events import EventBus
 from redrive.message import Message
 from redrive.options import KafkaValue, ListenerOptions, Ordering
@@ -61,15 +64,20 @@ class App:
     """A set of listeners sharing a Kafka cluster, a default group id and an event bus.
 
     ```python
-    app = App(bootstrap_servers="127.0.0.1:9092", group_id="orders-service")
+    app = App(group_id="orders-service")  # Kafka at REDRIVE_BOOTSTRAP_SERVERS or 127.0.0.1:9092
 
     @app.listener("orders", max_poll_records=3)
     def handle(msg: Message) -> None: ...
 
-    app.run()   # blocks; app.stop() or SIGTERM/SIGINT stops it gracefully
+    if __name__ == "__main__":
+        app.run()   # blocks; app.stop() or SIGTERM/SIGINT stops it gracefully
     ```
 
-    ``bootstrap_servers`` defaults to ``REDRIVE_BOOTSTRAP_SERVERS``, then ``127.0.0.1:9092``.
+    ``bootstrap_servers`` defaults to ``REDRIVE_BOOTSTRAP_SERVERS``, then ``127.0.0.1:9092``
+    (``redrive run --bootstrap-servers`` wins over all three: it sets ``bootstrap_servers``,
+    which is read when the App starts). ``connect_timeout``: seconds ``start()`` waits for
+    a broker to answer before it raises ``KafkaUnavailable``; ``None`` waits until one does
+    (what ``redrive run`` does unless given ``--give-up-after``).
     ``kafka`` holds confluent-kafka settings passed to every listener's client (security,
     timeouts...); a listener's own ``kafka=`` wins over them.
     """
@@ -81,7 +89,7 @@ class App:
         *,
         kafka: Mapping[str, Any] | None = None,
         bus: EventBus | None = None,
-        connect_timeout: float = 10.0,
+        connect_timeout: float | None = 10.0,
     ) -> None:
         self.bootstrap_servers = (
             bootstrap_servers or os.environ.get("REDRIVE_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
@@ -298,23 +306,37 @@ class App:
     # -- running ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect every listener and start consuming in background threads."""
+        """Connect every listener and start consuming in background threads.
+
+        Waits for the broker up to ``connect_timeout`` seconds (``None``: until it answers,
+        reporting every 10 s); ``stop()`` ends the wait, and then nothing is started. The
+        bootstrap address is ``bootstrap_servers`` as it is when ``start()`` is called.
+        """
+        self._stopped.clear()
+        self._start()
+
+    def _start(self) -> None:
         if not self.specs:
             raise ConfigError("listeners", "no listener registered: use @app.listener(...)")
         if self._threads:
             raise RuntimeError("this App is already running; call stop() first")
-        self._stopped.clear()
         self._errors.clear()
+        self.specs = [self._with_servers(spec) for spec in self.specs]
         clients = []
         try:
             for spec in self.specs:
-                client = ConfluentClient(spec.kafka)  # bad settings raise ConfigError here
-                clients.append(client)
-                self._check_reachable(client, spec)
+                # bad settings raise ConfigError here; librdkafka's lines go through logging
+                clients.append(ConfluentClient({**spec.kafka, "logger": KAFKA_LOG}))
+            if not self._wait_for_brokers(clients):
+                log.info("stopped while waiting for Kafka: no listener was started")
+                for c in clients:
+                    c.close()
+                return
+            admin_timeout = 30.0 if self.connect_timeout is None else self.connect_timeout
             for spec in self.specs:
                 rec = spec.recoverer
                 if isinstance(rec, ChainRecoverer) and spec.topics == rec.sources:
-                    ensure_topics(dict(spec.kafka), rec.chain, spec.topics, self.connect_timeout)
+                    ensure_topics(dict(spec.kafka), rec.chain, spec.topics, admin_timeout)
             # Still inside the try: building a loop or describing a recoverer may raise too.
             loops = [
                 Loop(spec, c, bus=self.bus) for spec, c in zip(self.specs, clients, strict=True)
@@ -334,6 +356,10 @@ class App:
                 c.close()
             raise
         self.loops = loops
+        # stop() sets the flag before it reads self.loops: one of the two sees the other.
+        if self._stopped.is_set():
+            for loop in loops:
+                loop.stop()
         self._threads = [
             threading.Thread(target=self._run_loop, args=(loop,), name=f"redrive:{loop.spec.name}")
             for loop in self.loops
@@ -341,15 +367,50 @@ class App:
         for t in self._threads:
             t.start()
 
-    def _check_reachable(self, client: ConfluentClient, spec: ListenerSpec) -> None:
-        try:
-            client.check(self.connect_timeout)
-        except KafkaUnavailable as exc:
-            raise KafkaUnavailable(
-                f"no Kafka broker answered at {self.bootstrap_servers} within "
-                f"{self.connect_timeout:g} s (listener {spec.name!r}): {exc}. Is the broker "
-                "running? For a local one: `redrive broker up`."
-            ) from None
+    def _with_servers(self, spec: ListenerSpec) -> ListenerSpec:
+        """The spec with the App's current bootstrap address (the command line may have
+        changed it after the listener was registered)."""
+        if spec.kafka.get("bootstrap.servers") == self.bootstrap_servers:
+            return spec
+        return replace(spec, kafka={**spec.kafka, "bootstrap.servers": self.bootstrap_servers})
+
+    def _wait_for_brokers(self, clients: list[ConfluentClient]) -> bool:
+        """Ask until each client's broker answers: True then; False when stop() came first.
+        Raises KafkaUnavailable after ``connect_timeout`` (never when it is None).
+
+        The wait is a series of short metadata requests, so a stop (or a signal, whose
+        handler runs between them) is seen within a fraction of a second."""
+        limit = self.connect_timeout
+        began = time.monotonic()
+        report_at = began + CONNECT_REPORT_EVERY
+        waited = 0.0
+        for spec, client in zip(self.specs, clients, strict=True):
+            while not self._stopped.is_set():
+                left = CONNECT_SLICE if limit is None else limit - waited
+                try:
+                    client.check(max(0.05, min(CONNECT_SLICE, left)))
+                    break
+                except KafkaUnavailable as exc:
+                    client.poll(1, 0.0)  # serves librdkafka's log lines (repeats held back)
+                    waited = time.monotonic() - began
+                    if limit is not None and waited >= limit:
+                        raise KafkaUnavailable(
+                            f"no Kafka broker answered at {self.bootstrap_servers} within "
+                            f"{limit:g} s (listener {spec.name!r}): {exc}. Is the broker "
+                            "running? For a local one: `redrive broker up`."
+                        ) from None
+                    if time.monotonic() >= report_at:
+                        report_at += CONNECT_REPORT_EVERY
+                        log.warning(
+                            "no Kafka broker answers at %s yet (%.0f s, %s): still trying%s",
+                            self.bootstrap_servers, waited, exc,
+                            "" if limit is None else f" for up to {limit:g} s",
+                        )  # fmt: skip
+            else:
+                return False
+        if waited >= CONNECT_REPORT_EVERY:
+            log.info("Kafka at %s answered after %.0f s", self.bootstrap_servers, waited)
+        return True
 
     def _run_loop(self, loop: Loop) -> None:
         try:
@@ -360,10 +421,11 @@ class App:
             self.stop()
 
     def stop(self) -> None:
-        """Stop every listener gracefully (safe from any thread and from signal handlers)."""
+        """Stop every listener gracefully (safe from any thread and from signal handlers).
+        Called while ``start()`` waits for the broker, it ends the wait."""
+        self._stopped.set()
         for loop in self.loops:
             loop.stop()
-        self._stopped.set()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the listeners to finish; re-raise the first error one of them hit."""
@@ -375,24 +437,125 @@ class App:
             raise self._errors[0]
 
     def run(self, *, handle_signals: bool = True) -> None:
-        """Run until ``stop()``, SIGTERM or SIGINT; then finish, commit, leave the group."""
+        """Run until ``stop()``, SIGTERM or SIGINT; then finish, commit, leave the group.
+
+        A signal is honoured whatever the App is doing: waiting for the broker, waiting for
+        partitions, handling a record or waiting out a back-off. A second signal exits the
+        process at once with code 128 + the signal's number (130 for SIGINT, 143 for
+        SIGTERM), committing nothing more. A handler still running ``drain_timeout`` seconds
+        after the stop raises ``StopTimeout``; its record stays uncommitted. (Committing and
+        leaving the group after the drain may take ``STOP_GRACE`` seconds more.)
+
+        Refused with ``UsageError`` while ``redrive run`` imports the App's module: guard
+        the call with ``if __name__ == "__main__":``.
+        """
+        refuse_run_while_importing()
+        self._stopped.clear()
+        signals = 0
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            nonlocal signals
+            signals += 1
+            name = signal.Signals(signum).name
+            if signals == 1:
+                log.info("received %s: stopping gracefully (send it again to exit at once)", name)
+                self.stop()
+                return
+            log.warning(
+                "received %s again: exiting at once with code %d; records being handled "
+                "are not committed (they are handled again by the next owner)",
+                name, 128 + signum,
+            )  # fmt: skip
+            _flush_logs()
+            os._exit(128 + signum)
+
         previous: dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
-
-            def on_signal(signum: int, frame: FrameType | None) -> None:
-                log.info("received %s: stopping gracefully", signal.Signals(signum).name)
-                self.stop()
-
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, on_signal)
+        waited = False
         try:
-            self.start()
+            self._start()
             while not self._stopped.wait(0.2):
                 pass
-            self.join()
+            waited = True
+            self._finish()
         finally:
             self.stop()
-            for t in self._threads:
-                t.join()
+            if not waited:  # an error on the way: still bounded, but say nothing more
+                self._finish(quiet=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _finish(self, *, quiet: bool = False) -> None:
+        """Wait, bounded by the drain timeout, for the stopped listeners to close; then
+        raise StopTimeout (a handler is still running) or the first listener error."""
+        drain = max((spec.drain_timeout for spec in self.specs), default=0.0)
+        drained = time.monotonic() + drain
+        for loop, t in zip(self.loops, self._threads, strict=False):
+            while t.is_alive():
+                # a loop that has not begun to close by then is inside a handler: give up on
+                # it; one that is closing (committing, leaving) gets STOP_GRACE more
+                now = time.monotonic()
+                if now >= drained + STOP_GRACE or (now >= drained and not loop.closing):
+                    break
+                t.join(0.2)  # short joins: signal handlers run in between
+        stuck = [t.name.removeprefix("redrive:") for t in self._threads if t.is_alive()]
+        if quiet:
+            return
+        if stuck:
+            raise StopTimeout(
+                f"listener(s) {', '.join(stuck)} still busy (in a handler) {drain:g} s "
+                "(drain_timeout) after the stop: their records stay uncommitted and are "
+                "handled again by the next owner"
+            ) from (self._errors[0] if self._errors else None)
+        self._threads = []
+        if self._errors:
+            raise self._errors[0]
+
+
+CONNECT_SLICE = 0.5
+"""Seconds one metadata request waits while start() waits for the broker."""
+CONNECT_REPORT_EVERY = 10.0
+"""Seconds between the log lines saying that start() is still waiting for the broker."""
+STOP_GRACE = 10.0
+"""Seconds a stop allows, beyond the listeners' drain_timeout, to commit and leave the group."""
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: S110 - exiting anyway
+            pass
+
+
+# -- the run guard ------------------------------------------------------------------------
+
+_importing: str | None = None
+"""The ``module:app`` that ``redrive run`` is importing, while it does."""
+
+
+@contextmanager
+def importing_for_run(target: str) -> Iterator[None]:
+    """While ``redrive run`` imports the module of `target` (``module:app``), ``App.run()``
+    is refused: the module defines the App, and ``redrive run`` runs it, once."""
+    global _importing
+    previous, _importing = _importing, target
+    try:
+        yield
+    finally:
+        _importing = previous
+
+
+def refuse_run_while_importing() -> None:
+    """Raise UsageError when called while ``redrive run`` imports an App's module."""
+    if _importing is None:
+        return
+    module = _importing.partition(":")[0]
+    raise UsageError(
+        f"App.run() was called while `redrive run {_importing}` imported {module!r}: the "
+        "import would run the App, and `redrive run` would then run it a second time. Guard "
+        'the call in the module: `if __name__ == "__main__": app.run()` (then `python` runs '
+        "the file, and `redrive run` runs the App)"
+    )

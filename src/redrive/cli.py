@@ -27,15 +27,46 @@ def _load_app(target: str) -> object:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from redrive.app import App
+    from redrive.app import App, importing_for_run
+    from redrive.errors import StopTimeout
     from redrive.observe.logs import log_events
+    from redrive.observe.setup import configure
 
-    app = _load_app(args.app)
+    configure(args.log_level or ("DEBUG" if args.verbose else "INFO"), args.log_format)
+    with importing_for_run(args.app):  # an unguarded app.run() in the module is refused
+        app = _load_app(args.app)
     if not isinstance(app, App):
         raise SystemExit(f"redrive run: {args.app} is a {type(app).__name__}, not a redrive App")
+    if args.bootstrap_servers:  # the command line wins over the code and the environment
+        app.bootstrap_servers = args.bootstrap_servers
+    app.connect_timeout = args.give_up_after  # None: wait for the broker as long as it takes
     log_events(app.bus, commits=args.verbose)
-    app.run()
-    return 0
+    try:
+        app.run()
+    except StopTimeout as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
+        return _exit_now(2)
+    return _exit_now(0)
+
+
+def _exit_now(code: int) -> int:
+    """`code`, or, when the App left threads behind (a handler that never returned: its
+    record was abandoned at the stop), exit with it at once: they must not keep the process
+    alive."""
+    import os
+    import threading
+
+    left = [t.name for t in threading.enumerate()
+            if t.is_alive() and not t.daemon and t is not threading.current_thread()]  # fmt: skip
+    if not left:
+        return code
+    logging.getLogger("redrive.cli").warning(
+        "exiting without waiting for threads still running: %s", ", ".join(left)
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -69,13 +100,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redrive", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run an App: redrive run package.module:app")
+    run = sub.add_parser(
+        "run",
+        help="run an App: redrive run package.module:app",
+        description="Run an App until SIGTERM or SIGINT (graceful stop, exit 0; a second "
+        "signal exits at once with 128 + its number: 130, 143).",
+    )
     run.add_argument("app", help="package.module:attribute of a redrive App")
+    run.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka's address; wins over the code's App(bootstrap_servers=...), which wins "
+        "over REDRIVE_BOOTSTRAP_SERVERS (default 127.0.0.1:9092)",
+    )
+    run.add_argument(
+        "--give-up-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="exit (code 2) when no broker answered within SECONDS at start-up "
+        "(default: keep trying, logging every 10 s)",
+    )
+    run.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO (DEBUG with -v)",
+    )
+    run.add_argument("--log-format", choices=["text", "json"], default="text",
+                     help="text lines, or one JSON object per line (default text)")  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     broker = sub.add_parser("broker", help="the local Apache Kafka broker (up, down, status)")

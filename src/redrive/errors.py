@@ -5,6 +5,8 @@ RedriveError
 ├── ConfigError(ValueError)        a setting is unknown or has a value that is not allowed
 ├── BrokerError(RuntimeError)      the local Kafka broker cannot be resolved, started or stopped
 ├── KafkaUnavailable(ConnectionError)  no broker answered at the bootstrap address in time
+├── UsageError(RuntimeError)       redrive was called where it cannot work (the fix is named)
+├── StopTimeout(TimeoutError)      a graceful stop did not finish within the drain timeout
 ├── ClientError                    the Kafka client reported an error redrive cannot handle
 │   └── CommitFailed               a commit was refused (rebalance, lost ownership); retried
 ├── RecoveryFailed                 a recoverer (e.g. the dead-letter publisher) failed
@@ -50,6 +52,17 @@ class BrokerError(RedriveError, RuntimeError):
 
 class KafkaUnavailable(RedriveError, ConnectionError):
     """No broker answered at the bootstrap address within the allowed time."""
+
+
+class UsageError(RedriveError, RuntimeError):
+    """redrive was called in a way that cannot work, such as ``App.run()`` at the top level
+    of a module that ``redrive run`` imports. The message says how to fix it."""
+
+
+class StopTimeout(RedriveError, TimeoutError):
+    """A graceful stop did not finish in time: a handler was still running after the
+    listener's ``drain_timeout`` (its record stays uncommitted and is handled again by the
+    next owner)."""
 
 
 class ClientError(RedriveError):

@@ -1,5 +1,6 @@
 """The README's first example and its Listeners example run as written against a broker.
 
+Each runs as a script, with the address from ``REDRIVE_BOOTSTRAP_SERVERS``; its guarded
 ``app.run()`` is replaced by a bounded run: start, wait until every listener's group has
 committed the end of its topics, stop.
 """
@@ -49,16 +50,23 @@ def _run_until_committed(self: App) -> None:
         self.join(60)
 
 
-def _exec(source: str, kafka: str) -> dict[str, object]:
-    namespace: dict[str, object] = {"__name__": "readme_example"}
-    exec(compile(source.replace("127.0.0.1:9092", kafka), "README.md", "exec"), namespace)
+def _exec(source: str) -> dict[str, object]:
+    """Run `source` as a script (its ``if __name__ == "__main__": app.run()`` included)."""
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(source, "README.md", "exec"), namespace)
     return namespace
+
+
+@pytest.fixture(autouse=True)
+def _address_from_the_environment(kafka: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples leave the address out of the code: the environment gives it."""
+    monkeypatch.setenv("REDRIVE_BOOTSTRAP_SERVERS", kafka)
 
 
 def test_first_example_runs(kafka, readme_topics, monkeypatch, capsys) -> None:
     admin.produce(kafka, "orders", [json.dumps({"customer": "c0", "amount": 1})])
     monkeypatch.setattr(App, "run", _run_until_committed)
-    _exec(_block("# redrive\n"), kafka)
+    _exec(_block("# redrive\n"))
     assert "{'customer': 'c0', 'amount': 1}" in capsys.readouterr().out
 
 
@@ -69,7 +77,7 @@ def test_listeners_example_runs(kafka, readme_topics, monkeypatch, tmp_path) -> 
     admin.produce(kafka, "payments", [b"p1"])
     monkeypatch.setattr(App, "run", _run_until_committed)
     monkeypatch.chdir(tmp_path)
-    ns = _exec(_block("## Listeners\n"), kafka)
+    ns = _exec(_block("## Listeners\n"))
     totals = ns["totals"]
     assert isinstance(totals, dict)
     assert totals["c1"] == 10.0 and totals["c2"] == 3

@@ -51,6 +51,8 @@ class Loop:
         self.client = client
         self.bus = bus or EventBus()
         self._stopping = False
+        self.closing = False
+        """True once ``close()`` began: past the handler, committing and leaving the group."""
         self._gone: set[TopicPartition] = set()  # revoked or lost during the current poll
         self._polled = 0
         concurrent = spec.concurrency > 1 and not spec.batch
@@ -106,6 +108,7 @@ class Loop:
     def close(self, reason: str = "stop") -> None:
         """Commit every final outcome synchronously, then leave the group (C4). The client
         is closed (the group left) whatever fails before it."""
+        self.closing = True
         try:
             try:
                 self.dispatcher.close(self.spec.drain_timeout)
@@ -179,7 +182,8 @@ class Loop:
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Commit final outcomes of the revoked partitions before giving them up (C5)."""
-        self.dispatcher.revoke(partitions, self.spec.drain_timeout)
+        # closing: close() already waited drain_timeout for running records; do not wait twice
+        self.dispatcher.revoke(partitions, 0.0 if self.closing else self.spec.drain_timeout)
         try:
             self.committer.flush("revoke", sync=True, only=partitions)
         finally:
