@@ -387,7 +387,7 @@ def tail(
     nothing is committed. With a group, the consumer subscribes; `start` applies where the
     group has no committed position (an offset: on every assigned partition), and the
     position after each record you have taken from the iterator is committed (at the
-    latest when the iterator is closed). Ends after `idle_timeout` seconds without a
+    latest when you close the iterator, which you should: ``with closing(tail(...))``). Ends after `idle_timeout` seconds without a
     record, or when `stop()` is true; ClientError on a consumer error.
 
     >>> for m in tail("127.0.0.1:9092", "orders", start="end", idle_timeout=5):
@@ -433,7 +433,12 @@ def tail(
                     continue
                 raise ClientError(f"consuming {topic!r} failed: {err.str()}")
             idle_since = time.monotonic()
-            yield msg
+            try:
+                yield msg
+            except GeneratorExit:  # the caller took this record and stopped
+                if group_id is not None:
+                    consumer.store_offsets(msg)
+                raise
             if group_id is not None:
                 consumer.store_offsets(msg)
     finally:

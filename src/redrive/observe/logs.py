@@ -164,6 +164,15 @@ class _TextFormatter(logging.Formatter):
         return t.isoformat(sep=" ", timespec="milliseconds")
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is at each line (redirected, or a test's capture), not
+    as it was when logging was set up."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # emit runs under the handler's lock
+        super().emit(record)
+
+
 def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> None:
     """Send log lines of `level` and above to stderr: time, level, logger and message, as
     text or (``fmt="json"``) one JSON object per line.
@@ -180,7 +189,7 @@ def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> Non
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_redrive", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler._redrive = True  # type: ignore[attr-defined]
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root.addHandler(handler)
