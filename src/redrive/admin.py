@@ -387,8 +387,9 @@ def tail(
     nothing is committed. With a group, the consumer subscribes; `start` applies where the
     group has no committed position (an offset: on every assigned partition), and the
     position after each record you have taken from the iterator is committed (at the
-    latest when you close the iterator, which you should: ``with closing(tail(...))``). Ends after `idle_timeout` seconds without a
-    record, or when `stop()` is true; ClientError on a consumer error.
+    latest when you close the iterator, which you should: ``closing(tail(...))``).
+    Ends after `idle_timeout` seconds without a record, or when `stop()` is true;
+    ClientError on a consumer error.
 
     >>> for m in tail("127.0.0.1:9092", "orders", start="end", idle_timeout=5):
     ...     print(m.offset(), m.value())
