@@ -231,3 +231,29 @@ def test_k8_version_and_verbose_after_the_sub_command(kafka, make_topic) -> None
     topic = make_topic()
     assert topic in ok("topics", "ls", "-v", kafka=kafka)
     assert topic in ok("topics", "-v", "ls", "--log-format", "json", kafka=kafka)
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def test_k9_the_readme_commands_run_as_written(kafka, names, tmp_path: Path) -> None:
+    text = README.read_text()
+    start = text.index("## Command line: topics, produce, consume")
+    block = re.search(r"```sh\n(.*?)```", text[start:], flags=re.S)
+    assert block is not None
+    topic, group = names.topic("orders"), names.group("audit")
+    script = block.group(1).replace("orders", topic).replace("audit", group)
+    (tmp_path / f"{topic}.jsonl").write_text('{"id": "o3", "amount": 1}\n')
+    env = {**os.environ, "REDRIVE_BOOTSTRAP_SERVERS": kafka}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c",
+         f'redrive() {{ "{sys.executable}" -m redrive "$@"; }}\n{script}'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"created {topic} (3 partition(s))" in done.stdout
+    assert f"acknowledged 1 record(s) to {topic} [0]@" in done.stdout
+    values = [json.loads(line)["value"] for line in done.stdout.splitlines() if line[:1] == "{"]
+    assert sorted(values) == ['{"id": "o1", "amount": 9.5}', '{"id": "o2", "amount": 3}',
+                              '{"id": "o3", "amount": 1}']  # fmt: skip
+    assert f"deleted {topic}" in done.stdout
