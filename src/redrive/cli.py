@@ -106,9 +106,7 @@ def _everywhere(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redrive", description=__doc__)
-    parser.add_argument("--version", action="version", version=_version())
-    _global_options(parser, None)
-    parser.set_defaults(verbose=False, log_format=os.environ.get("REDRIVE_LOG_FORMAT", "text"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an App: redrive run package.module:app")
@@ -139,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     from redrive.commands import add_parsers as add_chores
 
     add_chores(sub)
+    parser.add_argument("--version", action="version", version=_version())
+    _global_options(parser, None)
+    parser.set_defaults(log_format=os.environ.get("REDRIVE_LOG_FORMAT", "text"))
     _everywhere(parser)
     return parser
 
