@@ -70,40 +70,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
-def _version() -> str:
-    from importlib.metadata import version
-
-    import confluent_kafka
-
-    return (
-        f"redrive {version('redrive')} (confluent-kafka {version('confluent-kafka')}, "
-        f"librdkafka {confluent_kafka.libversion()[0]})"
-    )
-
-
-def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
-    if "--verbose" not in parser._option_string_actions:
-        parser.add_argument(
-            "-v", "--verbose", action="store_true", default=default,
-            help="more log output (DEBUG), before or after the sub-command",
-        )  # fmt: skip
-    if "--log-format" not in parser._option_string_actions:
-        parser.add_argument(
-            "--log-format", choices=["text", "json"], default=default,
-            help="log lines as text (default) or one JSON object per line",
-        )  # fmt: skip
-
-
-def _everywhere(parser: argparse.ArgumentParser) -> None:
-    """The global options on every sub-command too, so `redrive dlt ls -v` works. A
-    sub-command's copy defaults to SUPPRESS: it sets the value only when given there."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _global_options(child, argparse.SUPPRESS)
-                _everywhere(child)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redrive", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -172,6 +138,40 @@ def _reader_gone() -> int:
     except (OSError, ValueError):
         pass  # stdout is no file (a test's capture): nothing left to flush
     return 141
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    import confluent_kafka
+
+    return (
+        f"redrive {version('redrive')} (confluent-kafka {version('confluent-kafka')}, "
+        f"librdkafka {confluent_kafka.libversion()[0]})"
+    )
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", default=default,
+            help="more log output (DEBUG), before or after the sub-command",
+        )  # fmt: skip
+    if "--log-format" not in parser._option_string_actions:
+        parser.add_argument(
+            "--log-format", choices=["text", "json"], default=default,
+            help="log lines as text (default) or one JSON object per line",
+        )  # fmt: skip
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    """The global options on every sub-command too, so `redrive dlt ls -v` works. A
+    sub-command's copy defaults to SUPPRESS: it sets the value only when given there."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _global_options(child, argparse.SUPPRESS)
+                _everywhere(child)
 
 
 if __name__ == "__main__":
