@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -116,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         configure("DEBUG" if args.verbose else "INFO", args.log_format)
+        logging.getLogger("redrive.cli").debug("%s", _version())  # for bug reports: -v
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here rather than at exit
         return code
