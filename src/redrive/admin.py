@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+)
 from confluent_kafka import TopicPartition as KTopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+)
 
 from redrive.errors import ClientError, KafkaUnavailable
 from redrive.message import TopicPartition
+from redrive.observe.logs import kafka_logging
 
 Record = tuple[bytes | str | None, bytes | str | None] | bytes | str
 
@@ -34,19 +48,27 @@ def address(servers: Servers) -> str:
 
 
 def _quiet(servers: Servers, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {"log_level": 0, **client_config(servers), **(extra or {})}
+    # librdkafka's lines go to the `redrive.kafka` logger, repeats collapsed.
+    return kafka_logging({**client_config(servers), **(extra or {})})
 
 
 def check_reachable(bootstrap_servers: Servers, timeout: float = 10.0) -> None:
-    """Raise KafkaUnavailable, naming the address, when no broker answers in time."""
-    admin = AdminClient(_quiet(bootstrap_servers))
+    """Raise KafkaUnavailable, naming the address and librdkafka's reason (connection
+    refused, name not resolved, authentication failed), when no broker answers in time."""
+    reasons: list[KafkaError] = []
+    # Its log lines would say what the error says: only the error is kept (one line).
+    admin = AdminClient(_quiet(bootstrap_servers, {"error_cb": reasons.append, "log_level": 0}))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0)  # serves the queued error callbacks: the reason is in them
+        why = next(
+            (e.str() for e in reasons if e.code() != KafkaError._ALL_BROKERS_DOWN),
+            exc.args[0].str() if exc.args else str(exc),
+        )
         raise KafkaUnavailable(
             f"no Kafka broker answered at {address(bootstrap_servers)} within {timeout:g} s "
-            f"({exc.args[0].str() if exc.args else exc}). Is the broker running? For a local "
-            "one: `redrive broker up`."
+            f"({why}). Is the broker running? For a local one: `redrive broker up`."
         ) from None
 
 
@@ -56,21 +78,141 @@ def create_topics(
     *,
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
-) -> None:
-    """Create topics (name -> partitions, or names with 1 partition); existing ones are kept."""
+    replication_factor: int = -1,
+    exist_ok: bool = True,
+) -> list[str]:
+    """Create topics (name -> partitions, or names with 1 partition) and wait for their
+    leaders; return the names created. Existing ones are kept, or with ``exist_ok=False``
+    raise ClientError naming them (the others are still created).
+
+    ``replication_factor=-1``: the broker's default.
+    """
     wanted = dict(topics) if isinstance(topics, Mapping) else {t: 1 for t in topics}
     admin = AdminClient(_quiet(bootstrap_servers))
     new = [
-        NewTopic(name, num_partitions=n, replication_factor=-1, config=dict(config or {}))
+        NewTopic(
+            name, num_partitions=n, replication_factor=replication_factor,
+            config=dict(config or {}),
+        )
         for name, n in wanted.items()
-    ]
+    ]  # fmt: skip
+    created: list[str] = []
+    existing: list[str] = []
     for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
         try:
             fut.result(timeout)
+            created.append(name)
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise ClientError(f"could not create topic {name!r}: {exc.args[0].str()}") from None
+            existing.append(name)
     wait_for_leaders(admin, wanted, timeout)
+    if existing and not exist_ok:
+        names = ", ".join(map(repr, sorted(existing)))
+        raise ClientError(
+            (
+                f"topic {names} already exists"
+                if len(existing) == 1
+                else f"topics {names} already exist"
+            )
+            + (f" (created {', '.join(map(repr, sorted(created)))})" if created else "")
+        )
+    return sorted(created)
+
+
+def list_topics(
+    bootstrap_servers: Servers, *, internal: bool = False, timeout: float = 10.0
+) -> dict[str, int]:
+    """Topic name -> partition count, sorted by name. Internal topics (whose names start
+    with ``__``, such as ``__consumer_offsets``) only with `internal`."""
+    admin = AdminClient(_quiet(bootstrap_servers))
+    md = admin.list_topics(timeout=timeout)
+    return {
+        name: len(t.partitions)
+        for name, t in sorted(md.topics.items())
+        if t.error is None and (internal or not name.startswith("__"))
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    """One partition of a described topic: its leader and replicas (broker ids), and its
+    first and end offsets (the end offset is the position of the next record written)."""
+
+    partition: int
+    leader: int
+    replicas: tuple[int, ...]
+    in_sync: tuple[int, ...]
+    start_offset: int
+    end_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """A described topic: its partitions and the settings that differ from the defaults,
+    with where each comes from (``topic``: set on the topic; ``broker``: the broker's)."""
+
+    name: str
+    partitions: tuple[PartitionInfo, ...]
+    configs: dict[str, tuple[str | None, str]]
+
+
+# confluent-kafka reports a ConfigEntry's source as the int value of ConfigSource.
+_SOURCES = {
+    ConfigSource.DYNAMIC_TOPIC_CONFIG.value: "topic",
+    ConfigSource.DYNAMIC_BROKER_CONFIG.value: "broker",
+    ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value: "broker default",
+    ConfigSource.STATIC_BROKER_CONFIG.value: "broker file",
+}
+
+
+def describe_topic(bootstrap_servers: Servers, topic: str, timeout: float = 10.0) -> TopicInfo:
+    """Partitions, leaders, offsets and non-default settings of `topic`; ClientError when
+    it does not exist. Sensitive settings show as ``(sensitive)``."""
+    admin = AdminClient(_quiet(bootstrap_servers))
+    md = admin.list_topics(topic=topic, timeout=timeout)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        raise ClientError(f"topic {topic!r} does not exist")
+    (fut,) = admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, topic)], request_timeout=timeout
+    ).values()
+    configs = {
+        name: ("(sensitive)" if e.is_sensitive else e.value, _SOURCES.get(int(e.source), "other"))
+        for name, e in sorted(fut.result(timeout).items())
+        if not e.is_default and int(e.source) != ConfigSource.DEFAULT_CONFIG.value
+    }
+    consumer = Consumer(_quiet(bootstrap_servers, {"group.id": "redrive-peek"}))
+    try:
+        parts = []
+        for p in sorted(t.partitions.values(), key=lambda p: p.id):
+            low, high = consumer.get_watermark_offsets(
+                KTopicPartition(topic, p.id), timeout=timeout
+            )
+            parts.append(PartitionInfo(p.id, p.leader, tuple(p.replicas), tuple(p.isrs), low, high))
+    finally:
+        consumer.close()
+    return TopicInfo(topic, tuple(parts), configs)
+
+
+def delete_topics(bootstrap_servers: Servers, topics: Sequence[str], timeout: float = 30.0) -> None:
+    """Delete `topics`; ClientError naming those the broker refused (or that do not exist)."""
+    admin = AdminClient(_quiet(bootstrap_servers))
+    failed: list[str] = []
+    deleted: list[str] = []
+    for name, fut in admin.delete_topics(list(topics), operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+            deleted.append(repr(name))
+        except KafkaException as exc:
+            err = exc.args[0]
+            why = "does not exist" if err.name() == "UNKNOWN_TOPIC_OR_PART" else err.str()
+            failed.append(f"{name!r} {why}")
+    if failed:
+        raise ClientError(
+            f"could not delete {'; '.join(failed)}"
+            + (f" (deleted {', '.join(deleted)})" if deleted else "")
+        )
 
 
 def wait_for_leaders(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
@@ -111,8 +253,10 @@ def produce(
     *,
     partition: int | None = None,
     headers: Sequence[tuple[str, bytes]] | None = None,
+    timeout: float = 30.0,
 ) -> list[tuple[int, int]]:
-    """Produce records (values, or (key, value) pairs) and wait for every acknowledgement.
+    """Produce records (values, or (key, value) pairs) and wait up to `timeout` seconds for
+    every acknowledgement.
 
     Returns (partition, offset) of each record in order.
     """
@@ -144,9 +288,13 @@ def produce(
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-    remaining = producer.flush(30)
+    remaining = producer.flush(timeout)
     if remaining or errors:
-        raise ClientError(f"producing to {topic!r} failed: {errors or f'{remaining} unsent'}")
+        acked = sum(r is not None for r in results)
+        raise ClientError(
+            f"producing to {topic!r} failed ({acked} of {len(results)} acknowledged): "
+            + (", ".join(sorted(set(errors))) or f"{remaining} not acknowledged in {timeout:g} s")
+        )
     return [r for r in results if r is not None]
 
 
@@ -216,3 +364,83 @@ def read_all(bootstrap_servers: Servers, topic: str, timeout: float = 10.0) -> l
         consumer.close()
     out.sort(key=lambda m: (m.partition(), m.offset()))
     return out
+
+
+_RETRIED = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._PARTITION_EOF}
+
+Start = Literal["beginning", "end"] | int
+
+
+def tail(
+    bootstrap_servers: Servers,
+    topic: str,
+    *,
+    start: Start = "beginning",
+    group_id: str | None = None,
+    partitions: Sequence[int] | None = None,
+    idle_timeout: float | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> Generator[Any, None, None]:
+    """Yield the records of `topic` (confluent-kafka messages) as they arrive.
+
+    Without `group_id` the partitions are assigned (all, or `partitions`) at `start` and
+    nothing is committed. With a group, the consumer subscribes; `start` applies where the
+    group has no committed position (an offset: on every assigned partition), and the
+    position after each record you have taken from the iterator is committed (at the
+    latest when you close the iterator, which you should: ``closing(tail(...))``).
+    Ends after `idle_timeout` seconds without a record, or when `stop()` is true;
+    ClientError on a consumer error.
+
+    >>> for m in tail("127.0.0.1:9092", "orders", start="end", idle_timeout=5):
+    ...     print(m.offset(), m.value())
+    """
+    reset = "latest" if start == "end" else "earliest"
+    settings: dict[str, Any] = {
+        "group.id": group_id or "redrive-tail",
+        "enable.auto.commit": group_id is not None,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": reset,
+        "enable.partition.eof": False,
+    }
+    consumer = Consumer(_quiet(bootstrap_servers, settings))
+    offset = OFFSET_BEGINNING if start == "beginning" else OFFSET_END if start == "end" else start
+    try:
+        if group_id is None:
+            n = topic_partitions(bootstrap_servers, topic)
+            if n is None:
+                raise ClientError(f"topic {topic!r} does not exist")
+            wanted = list(partitions) if partitions is not None else list(range(n))
+            consumer.assign([KTopicPartition(topic, p, offset) for p in wanted])
+        else:
+
+            def on_assign(c: Any, assigned: list[KTopicPartition]) -> None:
+                if isinstance(start, int):  # an explicit offset wins over the group's
+                    for tp in assigned:
+                        tp.offset = start
+                    c.assign(assigned)
+
+            consumer.subscribe([topic], on_assign=on_assign)
+        idle_since = time.monotonic()
+        while not stop():
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    return
+                continue
+            err = msg.error()
+            if err is not None:
+                # Connection trouble is retried by the client itself (and logged).
+                if err.retriable() or err.code() in _RETRIED:
+                    continue
+                raise ClientError(f"consuming {topic!r} failed: {err.str()}")
+            idle_since = time.monotonic()
+            try:
+                yield msg
+            except GeneratorExit:  # the caller took this record and stopped
+                if group_id is not None:
+                    consumer.store_offsets(msg)
+                raise
+            if group_id is not None:
+                consumer.store_offsets(msg)
+    finally:
+        consumer.close()  # with a group: commits the stored positions

@@ -1,10 +1,12 @@
-"""`redrive`: run an App, manage the local broker, run the lab, inspect dead letters."""
+"""`redrive`: run an App, manage the local broker, run the lab, inspect dead letters, and
+the everyday chores (topics, produce, consume)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -165,22 +167,80 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    from redrive.commands import add_parsers as add_chores
+
+    add_chores(sub)
+    parser.add_argument("--version", action="version", version=_version())
+    _global_options(parser, None)
+    parser.set_defaults(log_format=os.environ.get("REDRIVE_LOG_FORMAT", "text"))
+    _everywhere(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from redrive.observe.logs import configure
+
     try:
-        return int(args.func(args))
+        args = build_parser().parse_args(argv)
+        configure("DEBUG" if args.verbose else "INFO", args.log_format)
+        logging.getLogger("redrive.cli").debug("%s", _version())  # for bug reports: -v
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+        return code
     except RedriveError as exc:
         print(f"redrive: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`redrive dlt ls --json | head -1`): exit quietly
+    with the status of a process ended by SIGPIPE, as `cat` would."""
+    try:
+        # Python flushes stdout once more at exit, which would fail and print again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is no file (a test's capture): nothing left to flush
+    return 141
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    import confluent_kafka
+
+    return (
+        f"redrive {version('redrive')} (confluent-kafka {version('confluent-kafka')}, "
+        f"librdkafka {confluent_kafka.libversion()[0]})"
+    )
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", default=default,
+            help="more log output (DEBUG), before or after the sub-command",
+        )  # fmt: skip
+    if "--log-format" not in parser._option_string_actions:
+        parser.add_argument(
+            "--log-format", choices=["text", "json"], default=default,
+            help="log lines as text (default) or one JSON object per line",
+        )  # fmt: skip
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    """The global options on every sub-command too, so `redrive dlt ls -v` works. A
+    sub-command's copy defaults to SUPPRESS: it sets the value only when given there."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _global_options(child, argparse.SUPPRESS)
+                _everywhere(child)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,19 @@
-"""Log lines from the event bus: one subscriber, no logging calls in the loop's hot path."""
+"""Logs that explain: log lines from the event bus (one subscriber, no logging calls in the
+loop's hot path), readable set-up (`configure`), and librdkafka's own lines routed through
+Python logging with repeats collapsed (`kafka_logging`)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
 
+from redrive.errors import ConfigError
 from redrive.events import (
     Assigned,
     Committed,
@@ -61,3 +71,126 @@ def log_events(bus: EventBus, *, commits: bool = False) -> None:
             )  # fmt: skip
 
     bus.subscribe(on_event)
+
+
+# --- Setting up logging, and librdkafka's logs through it ----------------------------------
+
+KAFKA_LOGGER = "redrive.kafka"
+"""The logger librdkafka's own log lines go to (see `kafka_logging`)."""
+
+
+class Collapse(logging.Filter):
+    """Let the first of identical log lines through, then one summary per `window` seconds.
+
+    librdkafka repeats a failure as often as it retries (an unreachable broker: "Connect to
+    ... failed" about 20 times a second). With this filter on a logger you see the first line
+    at once, then ``<line> (repeated 212 times in the last 10s)`` at most every `window`
+    seconds while it goes on. Lines are identical when logger, level and text are.
+
+    >>> logging.getLogger("noisy").addFilter(Collapse(window=10.0))
+    """
+
+    def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        # line -> (when it was last let through, how many were held back since)
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        key = (record.name, record.levelno, text)
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None:
+                if len(self._seen) >= 1000:  # old lines are forgotten, not kept forever
+                    self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window}
+                self._seen[key] = (now, 0)
+                return True
+            since, held = seen
+            if now - since < self.window:
+                self._seen[key] = (since, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{text} (repeated {held + 1} times in the last {now - since:.0f}s)"
+            record.args = None
+        return True
+
+
+_kafka_log = logging.getLogger(KAFKA_LOGGER)
+_kafka_log.addFilter(Collapse())
+
+
+def kafka_logging(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` (confluent-kafka client settings) with librdkafka's logs sent to Python
+    logging: the ``redrive.kafka`` logger, repeated lines collapsed (`Collapse`).
+
+    Pass every client's settings through it when you create the client:
+
+    >>> consumer = Consumer(kafka_logging({"bootstrap.servers": "127.0.0.1:9092", ...}))
+
+    A ``logger`` you set yourself is kept. confluent-kafka hands the lines over when the
+    client is polled (``poll``, ``consume``, ``flush``), not from its own threads.
+    """
+    return {"logger": _kafka_log, **settings}
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        t = datetime.fromtimestamp(record.created, UTC)
+        return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        t = datetime.fromtimestamp(record.created).astimezone()
+        return t.isoformat(sep=" ", timespec="milliseconds")
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is at each line (redirected, or a test's capture), not
+    as it was when logging was set up."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # emit runs under the handler's lock
+        super().emit(record)
+
+
+def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> None:
+    """Send log lines of `level` and above to stderr: time, level, logger and message, as
+    text or (``fmt="json"``) one JSON object per line.
+
+    Calling it again replaces what an earlier call set up; handlers of your own stay.
+
+    >>> configure("DEBUG", fmt="json")
+    """
+    if fmt not in ("text", "json"):
+        raise ConfigError("log format", f"must be 'text' or 'json', got {fmt!r}")
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ConfigError("log level", f"must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_redrive", False)]:
+        root.removeHandler(handler)
+    handler = _Stderr()
+    handler._redrive = True  # type: ignore[attr-defined]
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(numeric)
