@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from redrive.consumer.client import ConfluentClient
 from redrive.consumer.commit import Commit
-from redrive.consumer.kafka_log import KAFKA_LOG
 from redrive.consumer.loop import Loop
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import ConfigError, KafkaUnavailable, StopTimeout, UsageError
@@ -326,7 +325,7 @@ class App:
         try:
             for spec in self.specs:
                 # bad settings raise ConfigError here; librdkafka's lines go through logging
-                clients.append(ConfluentClient({**spec.kafka, "logger": KAFKA_LOG}))
+                clients.append(ConfluentClient(spec.kafka))
             if not self._wait_for_brokers(clients):
                 log.info("stopped while waiting for Kafka: no listener was started")
                 for c in clients:

@@ -31,8 +31,7 @@ def _load_app(target: str) -> object:
 def cmd_run(args: argparse.Namespace) -> int:
     from redrive.app import App, importing_for_run
     from redrive.errors import StopTimeout
-    from redrive.observe.logs import log_events
-    from redrive.observe.setup import configure
+    from redrive.observe.logs import configure, log_events
 
     configure(args.log_level or ("DEBUG" if args.verbose else "INFO"), args.log_format)
     with importing_for_run(args.app):  # an unguarded app.run() in the module is refused

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException, Producer
 
 from redrive.errors import RecoveryFailed
 from redrive.message import Message
+from redrive.observe.logs import kafka_logging
 
 # Settings that only the consumer understands; everything else (bootstrap, security) is
 # shared with the producers redrive creates for a listener.
@@ -85,7 +86,7 @@ class Publisher:
         *,
         timeout: float = 15.0,
         overrides: Mapping[str, Any] | None = None,
-        factory: Callable[[dict[str, Any]], Producer] = Producer,
+        factory: Callable[[dict[str, Any]], Producer] = lambda s: Producer(kafka_logging(s)),
     ) -> None:
         self.timeout = timeout
         self.overrides = dict(overrides or {})

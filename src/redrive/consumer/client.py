@@ -14,6 +14,7 @@ from confluent_kafka import TopicPartition as KTopicPartition
 
 from redrive.errors import ClientError, CommitFailed, ConfigError, KafkaUnavailable
 from redrive.message import TopicPartition
+from redrive.observe.logs import kafka_logging
 
 log = logging.getLogger("redrive.client")
 
@@ -78,7 +79,7 @@ _BENIGN = {KafkaError._PARTITION_EOF}
 def make_consumer(config: Mapping[str, Any]) -> Consumer:
     """Build a confluent-kafka Consumer, turning a bad setting into a ConfigError."""
     try:
-        return Consumer(dict(config))
+        return Consumer(kafka_logging(config))
     except KafkaException as exc:
         err = exc.args[0]
         text = err.str() if hasattr(err, "str") else str(err)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -75,6 +76,8 @@ def log_events(bus: EventBus, *, commits: bool = False) -> None:
 
 # --- Setting up logging, and librdkafka's logs through it ----------------------------------
 
+_DIGITS = re.compile(r"\d+")
+
 KAFKA_LOGGER = "redrive.kafka"
 """The logger librdkafka's own log lines go to (see `kafka_logging`)."""
 
@@ -85,7 +88,8 @@ class Collapse(logging.Filter):
     librdkafka repeats a failure as often as it retries (an unreachable broker: "Connect to
     ... failed" about 20 times a second). With this filter on a logger you see the first line
     at once, then ``<line> (repeated 212 times in the last 10s)`` at most every `window`
-    seconds while it goes on. Lines are identical when logger, level and text are.
+    seconds while it goes on. Lines are identical when logger, level and text are, numbers
+    aside ("after 51ms" and "after 50ms" are the same line).
 
     >>> logging.getLogger("noisy").addFilter(Collapse(window=10.0))
     """
@@ -100,7 +104,7 @@ class Collapse(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        key = (record.name, record.levelno, text)
+        key = (record.name, record.levelno, _DIGITS.sub("#", text))  # "after 51ms": the same
         now = self._clock()
         with self._lock:
             seen = self._seen.get(key)

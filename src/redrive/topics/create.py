@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from redrive.admin import wait_for_leaders
 from redrive.errors import ConfigError
+from redrive.observe.logs import kafka_logging
 from redrive.publish import producer_settings
 from redrive.topics.chain import RetryTopics
 
@@ -26,7 +27,7 @@ def ensure_topics(
     ``chain.auto_create``; otherwise, or when the broker refuses, raise ``ConfigError``
     naming the missing topics.
     """
-    admin = AdminClient({**producer_settings(settings), "log_level": 0})
+    admin = AdminClient(kafka_logging(producer_settings(settings)))
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
