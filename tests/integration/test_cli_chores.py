@@ -110,7 +110,7 @@ def test_k2_produce_from_stdin_and_a_file_then_consume_as_json_lines(
     assert "line 2 is not valid JSON" in bad.stderr and "nothing sent" in bad.stderr
     assert sum(admin.end_offsets(kafka, topic).values()) == 4
 
-    got = json_lines(ok("consume", topic, "--json", "--timeout", "2", kafka=kafka))
+    got = json_lines(ok("consume", topic, "--json", "--max", "4", "--timeout", "10", kafka=kafka))
     seen = sorted((r["key"], r["value"], tuple(map(tuple, r["headers"]))) for r in got)
     assert seen == [
         ("7", '{"id": 7, "n": 2}', (("source", "cli"), ("trace", "a=b"))),
@@ -125,7 +125,8 @@ def test_k2_produce_from_stdin_and_a_file_then_consume_as_json_lines(
     only = json_lines(ok("consume", topic, "--json", "--max", "1", "--partition", "1",
                          "--from", str(from_file[1]["offset"]), kafka=kafka))  # fmt: skip
     assert [r["value"] for r in only] == ["second"]
-    text = ok("consume", topic, "--partition", "1", "--timeout", "1", kafka=kafka)
+    text = ok("consume", topic, "--partition", "1", "--from", str(from_file[0]["offset"]),
+              "--max", "1", "--timeout", "10", kafka=kafka)  # fmt: skip
     assert f"1@{from_file[0]['offset']} key=k first" in text.splitlines()
 
 
@@ -154,7 +155,8 @@ def test_k4_a_group_commits_what_was_printed_and_goes_on_from_there(
     assert [r["value"] for r in rest] == ["c"]
     assert admin.committed_offsets(kafka, group, topic) == {0: 3}
     assert (
-        ok("consume", topic, "--json", "--timeout", "1", kafka=kafka).count("\n") == 3
+        ok("consume", topic, "--json", "--max", "3", "--timeout", "10", kafka=kafka).count("\n")
+        == 3
     )  # no group: from 0
 
 

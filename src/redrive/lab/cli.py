@@ -28,9 +28,19 @@ def run_lab(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"redrive lab: {exc}", file=sys.stderr)
         return 2
-    # The scenarios fail on purpose; the timeline says what happened, so keep logs quiet.
+    # The scenarios fail on purpose; the timeline says what happened, so keep logs quiet
+    # (for the run only: the level is put back, also when the lab is run in-process).
+    quiet = logging.getLogger("redrive")
+    level = quiet.level
     if not getattr(args, "verbose", False):
-        logging.getLogger("redrive").setLevel(logging.CRITICAL)
+        quiet.setLevel(logging.CRITICAL)
+    try:
+        return _run(args, chosen)
+    finally:
+        quiet.setLevel(level)
+
+
+def _run(args: argparse.Namespace, chosen: list[scenarios.Scenario]) -> int:
     out = sys.stderr if args.json else sys.stdout
     started = time.monotonic()
     results = []
