@@ -72,7 +72,9 @@ def test_d1_d2_headers_field_by_field_and_no_pile_up_after_replay(kafka, make_to
     assert raw[h.DLT_ORIGINAL_TIMESTAMP_TYPE] == b"CreateTime"
     assert raw[h.DLT_ORIGINAL_CONSUMER_GROUP] == group.encode()
     assert raw[h.DLT_EXCEPTION_FQCN] == f"{__name__}.OrderRejected".encode()
-    assert raw[h.DLT_EXCEPTION_CAUSE_FQCN] == b"KeyError"
+    # as Spring's: the listener's exception (Spring takes only its own wrapper off)
+    assert raw[h.DLT_EXCEPTION_CAUSE_FQCN] == f"{__name__}.OrderRejected".encode()
+    assert raw[h.REDRIVE_ROOT_CAUSE_FQCN] == b"KeyError"
     assert raw[h.DLT_EXCEPTION_MESSAGE].startswith(b"order rejected: xxx")
     assert len(raw[h.DLT_EXCEPTION_MESSAGE]) == 4096  # capped
     trace = raw[h.DLT_EXCEPTION_STACKTRACE]
@@ -187,7 +189,8 @@ def test_f4_undecodable_json_is_dead_lettered_raw_and_never_handled(
     assert dead.value() == b"{not json \xff"  # the raw bytes
     values = header_values(dead)
     assert values[h.DLT_EXCEPTION_FQCN] == "redrive.errors.DeserializationError"
-    assert values[h.DLT_EXCEPTION_CAUSE_FQCN] in (
+    assert values[h.DLT_EXCEPTION_CAUSE_FQCN] == "redrive.errors.DeserializationError"
+    assert values[h.REDRIVE_ROOT_CAUSE_FQCN] in (
         "json.decoder.JSONDecodeError",
         "UnicodeDecodeError",
     )

@@ -36,3 +36,44 @@ def test_the_table_shows_interruptions_only_when_there_were_some() -> None:
     rows = out.getvalue().splitlines()
     assert "3 (2 interrupted)" in rows[1]
     assert "interrupted" not in rows[2]
+
+
+def chain_letter() -> DeadLetterRecord:
+    """The dead letter at the end of a retry-topic chain, in Spring's retry-topic family."""
+    exc = ValueError("bad")
+    exc.__cause__ = KeyError("sku")
+    raw = tuple(
+        h.dead_letter_headers(
+            topic="orders", partition=1, offset=4, timestamp=1_700_000_000_000, timestamp_type=1,
+            group_id="billing", exc=exc, attempts=3, first_failure=1_700_000_000.0,
+            original=[("trace", b"t"),
+                      *h.retry_headers(next_attempt=4, original_timestamp=1, due_ms=None)],
+            family=h.CHAIN,
+        )
+    )  # fmt: skip
+    return DeadLetterRecord("orders-dlt", 0, 9, 1_700_000_001_000, b"k", b"v", raw,
+                            decode_headers(raw))  # fmt: skip
+
+
+def test_a_chain_dead_letter_names_origin_exception_and_root_cause() -> None:
+    s = chain_letter().summary()
+    assert (s["origin"]["topic"], s["origin"]["partition"], s["origin"]["offset"]) == (
+        "orders", 1, 4
+    )  # fmt: skip
+    assert (s["exception"], s["message"], s["cause"], s["cause_message"]) == (
+        "ValueError", "bad", "KeyError", "'sku'"
+    )  # fmt: skip
+    assert chain_letter().exception_matches("KeyError")
+    assert chain_letter().exception_matches("ValueError")
+
+
+def test_a_replayed_record_starts_clean_of_both_families() -> None:
+    from redrive.dlt.replay import _headers
+
+    letter = chain_letter()
+    to_origin = [k for k, _ in _headers(letter, "origin")]
+    assert to_origin == ["trace", h.REPLAY_OF]
+    to_retry = dict(_headers(letter, "retry"))
+    assert h.DLT_ORIGINAL_TOPIC not in to_retry and h.EXCEPTION_FQCN not in to_retry
+    assert to_retry[h.ORIGINAL_TOPIC] == b"orders" and to_retry[h.ORIGINAL_OFFSET] == h.int64(4)
+    assert to_retry[h.RETRY_ATTEMPTS] == h.int32(2)

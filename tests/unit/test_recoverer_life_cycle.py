@@ -157,7 +157,10 @@ def test_chain_hops_to_the_next_retry_topic_then_the_dead_letter_topic() -> None
     assert (first.topic, first.partition) == ("orders-retry-0", 1)
     d = h.decode(first.headers)
     assert d[h.RETRY_ATTEMPTS] == 2 and d[h.RETRY_ORIGINAL_TIMESTAMP] == 1_000
-    assert d[h.DLT_ORIGINAL_TOPIC] == "orders" and d[h.REDRIVE_ATTEMPTS] == 1
+    assert dict(first.headers)[h.RETRY_ATTEMPTS] == b"\x00\x00\x00\x02"  # as Spring 4.1
+    # Spring's retry-topic family on a hop, not the dead-letter one
+    assert d[h.ORIGINAL_TOPIC] == "orders" and d[h.REDRIVE_ATTEMPTS] == 1
+    assert h.DLT_ORIGINAL_TOPIC not in d and d[h.EXCEPTION_FQCN] == "ConnectionError"
     (hop,) = events
     assert isinstance(hop, RetryHop) and (hop.topic, hop.attempt) == ("orders-retry-0", 2)
     assert hop.due * 1000 == d[h.RETRY_BACKOFF_TIMESTAMP]
@@ -171,7 +174,8 @@ def test_chain_hops_to_the_next_retry_topic_then_the_dead_letter_topic() -> None
     d = h.decode(last.headers)
     assert h.RETRY_BACKOFF_TIMESTAMP not in d
     assert d[h.RETRY_ATTEMPTS] == 4 and d[h.REDRIVE_ATTEMPTS] == 3
-    assert d[h.DLT_ORIGINAL_TOPIC] == "orders" and d[h.DLT_ORIGINAL_OFFSET] == 5
+    assert d[h.ORIGINAL_TOPIC] == "orders" and d[h.ORIGINAL_OFFSET] == 5
+    assert d[h.EXCEPTION_MESSAGE] == "still bad" and h.DLT_ORIGINAL_TOPIC not in d
     assert d[h.REDRIVE_FIRST_FAILURE] == h.decode(first.headers)[h.REDRIVE_FIRST_FAILURE]
     assert same(events[-1:], [DeadLettered("handle", on_retry.tp, 0, "orders-dlt", 1, 0, 3)])
     names = [k for k, _ in last.headers]
@@ -197,3 +201,27 @@ def test_every_recoverer_is_one() -> None:
     recoverers: list[Any] = [Skip(), Stop(), Call(print), DeadLetter(), CircuitBreaker(),
                              ChainRecoverer(RetryTopics(), ["t"], "g")]  # fmt: skip
     assert all(isinstance(r, Recoverer) for r in recoverers)
+
+
+def test_chain_takes_over_a_hop_a_spring_chain_wrote() -> None:
+    chain, factory = chain_recoverer()
+    spring_hop = Message("orders-retry-0", 1, 3, raw_value=b"v", timestamp=9_000, headers=(
+        (h.ORIGINAL_TOPIC, b"orders"), (h.ORIGINAL_PARTITION, h.int32(1)),
+        (h.ORIGINAL_OFFSET, h.int64(77)), (h.ORIGINAL_TIMESTAMP, h.int64(1_000)),
+        (h.ORIGINAL_TIMESTAMP_TYPE, b"CreateTime"),
+        (h.EXCEPTION_FQCN, b"org.springframework.kafka.listener.ListenerExecutionFailedException"),
+        (h.EXCEPTION_CAUSE_FQCN, b"java.lang.IllegalStateException"),
+        (h.RETRY_ATTEMPTS, h.int32(2)), (h.RETRY_ORIGINAL_TIMESTAMP, h.big_int(1_000)),
+        (h.RETRY_BACKOFF_TIMESTAMP, h.big_int(8_000)),
+    ))  # fmt: skip
+    chain.recover(spring_hop, ConnectionError("not yet"), context(None, attempts=1))
+    sent = factory.producer.sent[-1]
+    assert sent.topic == "orders-retry-1"  # attempt 2 failed: the second retry topic
+    d = h.decode(sent.headers)
+    assert (d[h.ORIGINAL_TOPIC], d[h.ORIGINAL_OFFSET], d[h.ORIGINAL_TIMESTAMP]) == (
+        "orders", 77, 1_000
+    )  # fmt: skip
+    assert d[h.RETRY_ATTEMPTS] == 3 and d[h.RETRY_ORIGINAL_TIMESTAMP] == 1_000
+    assert d[h.EXCEPTION_FQCN] == d[h.EXCEPTION_CAUSE_FQCN] == "ConnectionError"
+    names = [k for k, _ in sent.headers]
+    assert all(names.count(k) == 1 for k in names)

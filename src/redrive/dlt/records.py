@@ -1,8 +1,9 @@
 """Reading dead letters: the records of a dead-letter topic with their headers decoded.
 
-Works for dead letters written by redrive and by Spring Kafka's dead-letter publisher (same
-``kafka_dlt-*`` and ``retry_topic-*`` header names and encodings); ``redrive.headers``
-decodes them.
+Works for dead letters (and retry hops) written by redrive and by Spring Kafka, in either
+family of origin and exception headers: ``kafka_dlt-*`` (Spring's dead-letter publisher,
+redrive's ``DeadLetter``) and ``kafka_original-*`` / ``kafka_exception-*`` (Spring's
+retry-topic chain, redrive's retry topics); ``redrive.headers`` decodes them.
 """
 
 from __future__ import annotations
@@ -46,36 +47,46 @@ class DeadLetterRecord:
     decoded: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def origin(self) -> h.Origin | None:
+        """Where the record first came from (either family), or None when no header says."""
+        return h.origin_in(self.decoded)
+
+    @property
     def origin_topic(self) -> str | None:
-        v = self.decoded.get(h.DLT_ORIGINAL_TOPIC)
-        return v if isinstance(v, str) else None
+        return o.topic if (o := self.origin) else None
 
     @property
     def origin_partition(self) -> int | None:
-        v = self.decoded.get(h.DLT_ORIGINAL_PARTITION)
-        return v if isinstance(v, int) else None
+        return o.partition if (o := self.origin) else None
 
     @property
     def origin_offset(self) -> int | None:
-        v = self.decoded.get(h.DLT_ORIGINAL_OFFSET)
-        return v if isinstance(v, int) else None
+        return o.offset if (o := self.origin) else None
 
     @property
     def origin_timestamp(self) -> int | None:
-        v = self.decoded.get(h.DLT_ORIGINAL_TIMESTAMP)
-        return v if isinstance(v, int) else None
+        o = self.origin
+        return o.timestamp if o is not None and o.timestamp >= 0 else None
+
+    @property
+    def failure(self) -> h.Failure:
+        return h.failure_in(self.decoded)
 
     @property
     def exception(self) -> str | None:
-        """The exception's type: the cause's when the exception only wraps it (Spring's
-        ListenerExecutionFailedException), else the exception's own."""
-        return self.decoded.get(h.DLT_EXCEPTION_CAUSE_FQCN) or self.decoded.get(
-            h.DLT_EXCEPTION_FQCN
-        )
+        """The type of the exception the listener threw (Spring's
+        ListenerExecutionFailedException taken off)."""
+        return self.failure.exception
 
     @property
     def message(self) -> str | None:
-        return self.decoded.get(h.DLT_EXCEPTION_MESSAGE)
+        """That exception's own message."""
+        return self.failure.message
+
+    @property
+    def cause(self) -> str | None:
+        """The type of the root of its cause chain, or None when it has no cause."""
+        return self.failure.cause
 
     @property
     def attempts(self) -> int | None:
@@ -85,6 +96,12 @@ class DeadLetterRecord:
             return int(self.decoded[h.REDRIVE_ATTEMPTS])
         nxt = self.decoded.get(h.RETRY_ATTEMPTS)
         return nxt - 1 if isinstance(nxt, int) else None
+
+    @property
+    def due(self) -> int | None:
+        """``retry_topic-backoff-timestamp``: when a retry hop is due (epoch ms), or None."""
+        v = self.decoded.get(h.RETRY_BACKOFF_TIMESTAMP)
+        return v if isinstance(v, int) else None
 
     @property
     def interruptions(self) -> int:
@@ -98,14 +115,12 @@ class DeadLetterRecord:
         return f"{self.partition}:{self.offset}"
 
     def exception_matches(self, name: str) -> bool:
-        """True when ``name`` is the full or simple name of the exception or its cause."""
-        names = {
-            self.decoded.get(h.DLT_EXCEPTION_FQCN),
-            self.decoded.get(h.DLT_EXCEPTION_CAUSE_FQCN),
-        }
-        return any(n and (n == name or n.rsplit(".", 1)[-1] == name) for n in names)
+        """True when ``name`` is the full or simple name of the exception, its root cause or
+        a wrapper around it."""
+        return any(n == name or n.rsplit(".", 1)[-1] == name for n in self.failure.names)
 
     def summary(self) -> dict[str, Any]:
+        failure = self.failure
         return {
             "partition": self.partition,
             "offset": self.offset,
@@ -116,9 +131,12 @@ class DeadLetterRecord:
                 "offset": self.origin_offset,
                 "time": iso(self.origin_timestamp),
             },
-            "exception": self.exception,
-            "message": self.message,
+            "exception": failure.exception,
+            "message": failure.message,
+            "cause": failure.cause,
+            "cause_message": failure.cause_message,
             "attempts": self.attempts,
+            "due": iso(self.due),
             "interruptions": self.interruptions,
             "consumer_group": self.decoded.get(h.DLT_ORIGINAL_CONSUMER_GROUP),
         }

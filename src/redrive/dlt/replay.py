@@ -150,21 +150,34 @@ def _first_retry_topic(
 
 
 def _headers(r: DeadLetterRecord, to: Target) -> list[tuple[str, str | bytes | None]]:
+    # Origin and exception headers of either family, redrive's and the retry headers go:
+    # a replayed record starts clean, and fails into one fresh set.
     own: list[tuple[str, str | bytes | None]] = [
         (k, v or b"")
         for k, v in r.headers
         if not k.startswith((*h.REPLACED_PREFIXES, h.RETRY_PREFIX)) and k != h.REPLAY_OF
     ]
     marker = h.replay_marker(r.topic, r.partition, r.offset)
-    if to == "origin":
+    origin = r.origin
+    if to == "origin" or origin is None:
         return [*own, marker]
-    # To the first retry topic: keep the origin, due now, counted as the first retry.
-    origin: list[tuple[str, str | bytes | None]] = [
-        (k, v or b"") for k, v in r.headers if k.startswith("kafka_dlt-original-")
+    # To the first retry topic: keep the origin (in the retry-topic family, as a hop carries
+    # it), due now, counted as the first retry.
+    chain = h.CHAIN
+    kept: list[tuple[str, str | bytes | None]] = [
+        (chain.original_topic, origin.topic.encode()),
+        (chain.original_partition, h.int32(origin.partition)),
+        (chain.original_offset, h.int64(origin.offset)),
     ]
+    if origin.timestamp >= 0:
+        kept.append((chain.original_timestamp, h.int64(origin.timestamp)))
+        kept.append(
+            (chain.original_timestamp_type,
+             h.TIMESTAMP_TYPES.get(origin.timestamp_type, "CreateTime").encode())
+        )  # fmt: skip
     ts = r.origin_timestamp or r.timestamp
     hop = h.retry_headers(next_attempt=2, original_timestamp=ts, due_ms=int(time.time() * 1000))
-    return [*own, *origin, *hop, marker]
+    return [*own, *kept, *hop, marker]
 
 
 def _producer(bootstrap_servers: admin.Servers) -> Producer:

@@ -19,7 +19,9 @@ class DeadLetter(Recoverer):
     ``topic`` defaults to ``<source topic>-dlt``; it may also be a function of the message.
     The record goes to the same partition number as its source when the dead-letter topic
     has it, else the producer's partitioner picks one. Key, value and headers are kept;
-    the ``kafka_dlt-*`` headers say where it came from and why. ``recover`` returns only
+    the ``kafka_dlt-*`` headers (the family Spring's ``DeadLetterPublishingRecoverer``
+    writes) say where it came from and why, in place of any origin or exception headers
+    of either family the record already carried. ``recover`` returns only
     after the broker acknowledged the write; when the write fails it raises, and the loop
     leaves the source record uncommitted and tries again later (D3). ``producer``: settings
     of the dead-letter producer that win over those derived from the listener's.

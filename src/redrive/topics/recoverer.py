@@ -5,6 +5,11 @@ failed record to the dead-letter topic it publishes it to the next retry topic, 
 that topic's delay, and only the last step (or a fatal error, or the total time cap) goes to
 ``<topic>-dlt``. Each write is confirmed by the broker before the loop commits the source
 offset, so a record is never lost between hops.
+
+Hops and the chain's dead letter carry the headers Spring's retry-topic chain writes
+(``redrive.headers.CHAIN``: ``kafka_original-*``, ``kafka_exception-*``, and
+``retry_topic-attempts`` as a 4-byte int), so Spring and redrive consumers share the topics;
+the origin and the attempt count of a record a Spring chain put on the topic are honoured.
 """
 
 from __future__ import annotations
@@ -79,12 +84,13 @@ class ChainRecoverer(Recoverer):
         original_ts = h.decode(msg.headers).get(h.RETRY_ORIGINAL_TIMESTAMP, origin.timestamp)
         kept = [(k, v) for k, v in msg.headers if not k.startswith(h.RETRY_PREFIX)]
         hop = h.retry_headers(next_attempt=attempt + 1, original_timestamp=original_ts, due_ms=due)
-        # The origin (not the retry topic) goes into the kafka_dlt-* headers.
+        # The origin (not the retry topic) goes into the kafka_original-* headers, as Spring's
+        # chain writes them; whatever family the record carried before is replaced.
         headers = h.dead_letter_headers(
             topic=origin.topic, partition=origin.partition, offset=origin.offset,
             timestamp=origin.timestamp, timestamp_type=origin.timestamp_type,
             group_id=self.group_id, exc=exc, attempts=attempt, first_failure=first_failure,
-            interruptions=ctx.interruptions, original=[*kept, *hop],
+            interruptions=ctx.interruptions, original=[*kept, *hop], family=h.CHAIN,
         )  # fmt: skip
         written = self.publisher.publish(
             msg, dest, origin.partition, msg.raw_key, msg.raw_value, headers,
