@@ -78,6 +78,7 @@ class FailureHandler:
                 if st.running:  # it started and never reported: an interruption
                     st.running = False
                     st.interruptions += 1
+                    st.first_failure = st.first_failure or self.wall_clock()
                 log.info("%s: %s@%d continues at attempt %d (from commit metadata)",
                          self.spec.name, tp, offset, st.attempt)  # fmt: skip
             self.committer.states[tp] = state.records
@@ -98,8 +99,6 @@ class FailureHandler:
 
     def gate(self, msg: Message) -> Hold | None:
         committer = self.committer
-        if committer.stale_marks:  # a crash from here on must not be blamed on them
-            committer.clear_marks()
         if committer.is_final(msg):  # recovered before a rewind
             committer.finish(msg)
             return FINAL
@@ -122,9 +121,11 @@ class FailureHandler:
                 return self.wait(msg, wait)
             state.due = 0.0
             msg.attempt = state.attempt
-            if self.persist:  # mark it running: a crash in it is an interruption
-                state.running = True
+            if self.persist:  # mark it running: a crash in it is an interruption (this commit
+                state.running = True  # also drops the mark of the record before it)
                 committer.commit_now(msg.tp, "attempt")
+        if committer.stale_marks:  # a crash from here on must not be blamed on them
+            committer.clear_marks()
         if self.manual:
             msg._ack = committer.ack
         return None
