@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from redrive import App
 from redrive.events import Committed, Recorder
@@ -45,3 +49,21 @@ def commits(recorder: Recorder) -> list[dict[int, int]]:
             last.update(moved)
             out.append(moved)
     return out
+
+
+def kill_when(marker: Path, argv: Sequence[str], what: str) -> int:
+    """Run `argv` (a child consumer), SIGKILL it once it wrote `marker`; its exit status.
+    The child is always gone when this returns."""
+    marker.unlink(missing_ok=True)
+    child = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: marker.exists() or child.poll() is not None, timeout=60, what=what)
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        if child.stderr:
+            child.stderr.close()
+    return child.returncode

@@ -10,9 +10,7 @@ ordering="key"``.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from redrive import App, Message, admin
 from redrive import headers as h
 
 from .dlt import dead_letters, header_values
-from .helpers import running, wait_for
+from .helpers import kill_when, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,23 +35,9 @@ def produce(kafka: str, topic: str) -> None:
 
 def kill_inside(kafka: str, topic: str, group: str, ledger: Path, mode: str, when: str) -> None:
     """Start a child consumer, wait until it is inside the chosen point, SIGKILL it."""
-    inside = Path(f"{ledger}.inside")
-    inside.unlink(missing_ok=True)
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), kafka, topic, group, str(ledger), mode, when],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: inside.exists() or child.poll() is not None, timeout=60,
-                 what="the child to reach the point where it is killed")  # fmt: skip
-        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        if child.stderr:
-            child.stderr.close()
+    argv = [sys.executable, str(CHILD), kafka, topic, group, str(ledger), mode, when]
+    killed = kill_when(Path(f"{ledger}.inside"), argv, "the child to reach its kill point")
+    assert killed == -signal.SIGKILL
 
 
 def attempts(ledger: Path) -> list[int]:

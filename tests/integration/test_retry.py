@@ -4,9 +4,7 @@ counts that survive a hand-over (R3), fatal errors (F5), and the start-up log of
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,7 +17,7 @@ from redrive import headers as h
 from redrive.events import Assigned, BackingOff, Committed, Failed, Lost, Revoked, Stopped
 
 from .dlt import dead_letters, header_values
-from .helpers import FAST, commits, running, wait_for
+from .helpers import FAST, commits, kill_when, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -240,24 +238,10 @@ def test_r3_sigkill_mid_attempt_continues_the_attempt_count_e3(
     group = names.group()
     ledger = tmp_path / "attempts"
     ledger.touch()
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), kafka, topic, group, str(ledger), str(kill_at),
-         str(max_attempts), str(concurrency)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        inside = Path(f"{ledger}.inside")
-        wait_for(lambda: inside.exists() or child.poll() is not None, timeout=60,
-                 what=f"the child inside attempt {kill_at}")  # fmt: skip
-        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        if child.stderr:
-            child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    argv = [sys.executable, str(CHILD), kafka, topic, group, str(ledger), str(kill_at),
+            str(max_attempts), str(concurrency)]  # fmt: skip
+    killed = kill_when(Path(f"{ledger}.inside"), argv, f"the child inside attempt {kill_at}")
+    assert killed == -signal.SIGKILL
     by_child = [int(line.split()[1]) for line in ledger.read_text().splitlines()]
 
     app = App(kafka, group, kafka=SHORT_POLL)
