@@ -4,17 +4,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint unit integration bench clean browser
+.PHONY: demo test lint unit integration bench clean browser installed
+
+PIP := $(PY) -m pip --disable-pip-version-check
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-*
-	touch $@
+	@echo "make: installing redrive and its dev tools into $(VENV) (about 15 s the first time) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "make: installed"
 
-demo: $(STAMP)
-	$(PY) -m redrive lab
+# Says "already installed" when there is nothing to do, so the demo's first line is never a wait.
+installed:
+	@if [ -f $(STAMP) ]; then echo "make: redrive already installed in $(VENV)"; \
+	  else $(MAKE) --no-print-directory $(STAMP); fi
+
+demo: installed
+	@$(PY) -m redrive lab
 
 test: $(STAMP) lint browser
 	$(PY) -m pytest
@@ -38,7 +46,7 @@ integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PIP) install --quiet -e '.[bench]'
 	$(PY) -m redrive bench
 
 clean:

@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--report", default="redrive-report.html", help="HTML report path")
     lab.add_argument("--json", action="store_true", help="print events and verdicts as JSON")
     lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    lab.add_argument("--open", action="store_true", help="open the report in a web browser")
     lab.set_defaults(func=cmd_lab)
 
     from redrive.dlt.cli import add_parser as add_dlt

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+import webbrowser
 from pathlib import Path
 
 from redrive.broker import kafka_for_run
@@ -66,4 +68,24 @@ def _run(args: argparse.Namespace, chosen: list[scenarios.Scenario]) -> int:
         print(json.dumps(report.as_json(results), indent=1))
     print(f"\n{passed}/{len(results)} scenarios match the contract ({total:.1f} s)", file=out)
     print(f"report: {path.resolve()}", file=out)
+    if getattr(args, "open", False):
+        print(open_report(path), file=out)
     return 0 if passed == len(results) else 1
+
+
+def open_report(path: Path) -> str:
+    """Open the report in a web browser; what happened, as a line to print.
+
+    Never raises: without a graphical browser (a server, a container, an SSH session) the
+    line says where the file is instead. A console browser (lynx, w3m) is not used unless
+    ``BROWSER`` names it: it would take over the terminal and cannot draw the diagrams.
+    """
+    url = path.resolve().as_uri()
+    try:
+        browser = webbrowser.get()
+        console = type(browser) is webbrowser.GenericBrowser and not os.environ.get("BROWSER")
+        if not console and browser.open(url):
+            return f"opened {url} in {browser.name or 'your browser'}"
+    except Exception:  # webbrowser.Error (none found), or a browser that failed to start
+        pass
+    return f"no web browser to open here: open {path.resolve()} in one"

@@ -17,13 +17,16 @@ from typing import Any, Literal
 from redrive.errors import ConfigError
 from redrive.events import (
     Assigned,
+    BackingOff,
     Committed,
     DeadLettered,
     Event,
     EventBus,
     Failed,
     Lost,
+    NotDue,
     Paused,
+    RecoveryRetrying,
     Resumed,
     RetryHop,
     Revoked,
@@ -36,42 +39,74 @@ log = logging.getLogger("redrive.events")
 
 
 def log_events(bus: EventBus, *, commits: bool = False) -> None:
-    """Subscribe a logger that reports the notable events (commits too with `commits`)."""
+    """Subscribe a logger (``redrive.events``) that tells what happens to records, one line
+    per fact; ``redrive run`` installs it. Commits are logged too with `commits`.
+
+    - WARNING: a handler raised (``failed (attempt 2): ConnectionError: ...``, and whether
+      the error is fatal), a record was dead-lettered or skipped.
+    - ERROR: a record could not be recovered (a dead-letter write failed); it stays
+      uncommitted and recovery is tried again.
+    - INFO: start, stop, partitions assigned and revoked, each retry (``retry in 1.2 s``),
+      each hop to a retry topic.
+    - DEBUG: pauses, resumes, records of a retry topic that are not due yet.
+
+    The events carry an exception's type and message, not its traceback: for tracebacks,
+    catch and log in the handler (``log.exception(...)``, then ``raise``). A failed commit
+    is not an event: the loop logs it (``redrive.commit``, WARNING) and commits again later.
+
+    >>> log_events(app.bus)
+    """
 
     def on_event(e: Event) -> None:
-        if isinstance(e, Started):
-            log.info("%s started: group %s, topics %s", e.listener, e.group_id, ",".join(e.topics))
-        elif isinstance(e, Stopped):
-            log.info("%s stopped (%s)", e.listener, e.reason)
-        elif isinstance(e, Assigned | Revoked | Lost):
-            parts = ", ".join(str(tp) for tp in e.partitions) or "-"
-            log.info("%s %s: %s", e.listener, e.kind.lower(), parts)
-        elif isinstance(e, Failed):
+        if isinstance(e, Failed):
             log.warning(
-                "%s %s@%d failed (attempt %d%s): %s: %s", e.listener, e.tp, e.offset, e.attempt,
-                ", fatal" if e.fatal else "", e.error_type, e.error,
+                "%s: %s@%d failed (attempt %d%s): %s: %s", e.listener, e.tp, e.offset,
+                e.attempt, ", fatal: not retried" if e.fatal else "", e.error_type, e.error,
             )  # fmt: skip
+        elif isinstance(e, BackingOff):
+            log.info("%s: %s@%d retry in %s (attempt %d next)", e.listener, e.tp, e.offset,
+                     _seconds(e.delay), e.attempt + 1)  # fmt: skip
         elif isinstance(e, DeadLettered):
             log.warning(
-                "%s %s@%d dead-lettered to %s[%d]@%d after %d attempt(s)", e.listener, e.tp,
+                "%s: %s@%d dead-lettered to %s[%d]@%d after %d attempt(s)", e.listener, e.tp,
                 e.offset, e.topic, e.partition, e.dlt_offset, e.attempts,
             )  # fmt: skip
+        elif isinstance(e, RecoveryRetrying):
+            log.error("%s: %s@%d not recovered, stays uncommitted, trying again: %s",
+                      e.listener, e.tp, e.offset, e.error)  # fmt: skip
+        elif isinstance(e, Skipped):
+            log.warning("%s: %s@%d skipped: %s", e.listener, e.tp, e.offset, e.reason)
         elif isinstance(e, RetryHop):
             log.info(
-                "%s %s@%d sent to %s for attempt %d", e.listener, e.tp, e.offset, e.topic,
-                e.attempt,
+                "%s: %s@%d sent to %s for attempt %d, due in %s", e.listener, e.tp, e.offset,
+                e.topic, e.attempt, _seconds(e.due - e.ts),
             )  # fmt: skip
-        elif isinstance(e, Skipped):
-            log.warning("%s %s@%d skipped: %s", e.listener, e.tp, e.offset, e.reason)
+        elif isinstance(e, NotDue):
+            log.debug("%s: %s@%d not due for %s: partition paused", e.listener, e.tp,
+                      e.offset, _seconds(e.due - e.ts))  # fmt: skip
+        elif isinstance(e, Started):
+            log.info("%s: started, group %s, topics %s", e.listener, e.group_id,
+                     ",".join(e.topics))  # fmt: skip
+        elif isinstance(e, Stopped):
+            log.info("%s: stopped (%s)", e.listener, e.reason)
+        elif isinstance(e, Assigned | Revoked | Lost):
+            parts = ", ".join(str(tp) for tp in e.partitions) or "-"
+            log.info("%s: %s %s", e.listener, e.kind.lower(), parts)
         elif isinstance(e, Paused | Resumed):
-            log.debug("%s %s %s", e.listener, e.kind.lower(), ", ".join(map(str, e.partitions)))
+            log.debug("%s: %s %s", e.listener, e.kind.lower(), ", ".join(map(str, e.partitions)))
         elif commits and isinstance(e, Committed):
             log.info(
-                "%s committed %s (%s)", e.listener,
+                "%s: committed %s (%s)", e.listener,
                 ", ".join(f"{tp}={pos}" for tp, pos in e.positions), e.reason,
             )  # fmt: skip
 
     bus.subscribe(on_event)
+
+
+def _seconds(s: float) -> str:
+    """``1.2 s``, ``0.05 s``, ``30 s``: short, and never ``0.0 s`` for a short wait."""
+    s = max(s, 0.0)
+    return f"{s:.2g} s" if s < 1 else f"{s:.1f} s".replace(".0 s", " s")
 
 
 # --- Setting up logging, and librdkafka's logs through it ----------------------------------
