@@ -4,8 +4,10 @@ the start, or is created, as ``missing_topics=`` says."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +196,31 @@ def test_the_watch_ends_with_the_app_while_the_topic_is_still_missing(kafka, nam
         app.stop()
         app.join(30)
     assert redrive_threads() == []
+
+
+def test_the_issue_a_failing_record_in_the_readme_listeners_example_is_dead_lettered(
+    kafka, make_topic, monkeypatch, tmp_path
+) -> None:
+    """Issue 11 as the new user met it: only the topics of the example exist, and a record
+    that fails ends in the dead-letter topic instead of an endless "not available" loop."""
+    orders, payments = make_topic("orders"), make_topic("payments")
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme[readme.index("## Listeners\n") :].split("```python\n", 1)[1].split("```")[0]
+    source = block.replace('"orders"', repr(orders)).replace('"payments"', repr(payments))
+    assert repr(orders) in source and repr(payments) in source
+    admin.produce(kafka, orders, [json.dumps({"customer": "c1", "amount": 9.5}),
+                                  json.dumps({"customer": "c2"})])  # no amount: KeyError  # fmt: skip
+    monkeypatch.setenv("REDRIVE_BOOTSTRAP_SERVERS", kafka)
+    monkeypatch.chdir(tmp_path)
+
+    def run_until_billing_committed(app: App) -> None:
+        with running(app):
+            wait_for(lambda: admin.committed_offsets(kafka, "billing", orders) == {0: 2})
+
+    monkeypatch.setattr(App, "run", run_until_billing_committed)
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(source, "README.md", "exec"), namespace)
+    assert namespace["totals"] == {"c1": 9.5}
+    (dead,) = dead_letters(kafka, f"{orders}-dlt")
+    assert json.loads(dead.value()) == {"customer": "c2"}
+    assert header_values(dead)["kafka_dlt-exception-fqcn"] == "KeyError"
