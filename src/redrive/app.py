@@ -26,7 +26,16 @@ from redrive.recover.breaker import default_recoverer
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
 from redrive.serde import DeserializerOption, resolve
-from redrive.topics import ChainRecoverer, RetryTopics, ensure_topics, retry_listener
+from redrive.topics import (
+    ChainRecoverer,
+    MissingTopics,
+    RetryTopics,
+    TopicWatch,
+    Waiting,
+    ensure_topics,
+    retry_listener,
+    wanted_topics,
+)
 
 log = logging.getLogger("redrive.app")
 
@@ -102,6 +111,9 @@ class App:
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._stopped = threading.Event()
+        # per listener (its group and topics): what start() does when one of them is missing
+        self._missing_topics: dict[tuple[str, tuple[str, ...]], MissingTopics] = {}
+        self._watch: TopicWatch | None = None
 
     # -- registration -----------------------------------------------------------------
 
@@ -124,6 +136,7 @@ class App:
         ordering: Ordering = "partition",
         max_in_flight: int | None = None,
         drain_timeout: float = 30.0,
+        missing_topics: MissingTopics = "wait",
     ) -> Callable[[RecordHandlerT], RecordHandlerT]:
         """Register a record listener: ``handler(msg)`` once per record, in poll order.
 
@@ -156,6 +169,7 @@ class App:
             ordering=ordering,
             max_in_flight=max_in_flight,
             drain_timeout=drain_timeout,
+            missing_topics=missing_topics,
         )
         return self._register(topics, options, batch=False)
 
@@ -178,6 +192,7 @@ class App:
         ordering: Ordering = "partition",
         max_in_flight: int | None = None,
         drain_timeout: float = 30.0,
+        missing_topics: MissingTopics = "wait",
     ) -> Callable[[BatchHandlerT], BatchHandlerT]:
         """Register a batch listener: ``handler(batch)`` once per poll with a list of records.
 
@@ -207,6 +222,7 @@ class App:
             ordering=ordering,
             max_in_flight=max_in_flight,
             drain_timeout=drain_timeout,
+            missing_topics=missing_topics,
         )
         return self._register(topics, options, batch=True)
 
@@ -290,6 +306,7 @@ class App:
                     drain_timeout=options.drain_timeout,
                 )
             )
+            self._missing_topics[(group, topic_list)] = options.missing_topics
             if retry_topics is not None:  # failures hop to retry topics that a second
                 spec = replace(  # consumer reads: the main partitions never wait (R4)
                     self.specs[-1],
@@ -331,11 +348,17 @@ class App:
                 for c in clients:
                     c.close()
                 return
-            admin_timeout = 30.0 if self.connect_timeout is None else self.connect_timeout
-            for spec in self.specs:
-                rec = spec.recoverer
-                if isinstance(rec, ChainRecoverer) and spec.topics == rec.sources:
-                    ensure_topics(dict(spec.kafka), rec.chain, spec.topics, admin_timeout)
+            waiting = self._ensure_topics()
+            late = {w.topic for x in waiting for w in x.left}
+            for i, spec in enumerate(self.specs):
+                if late & set(spec.topics) and REFRESH not in spec.kafka:
+                    # A consumer looks again for a subscribed topic it did not find only at its
+                    # next metadata refresh (5 min by default): sooner for one that waits.
+                    self.specs[i] = spec = replace(
+                        spec, kafka={**spec.kafka, REFRESH: WAIT_REFRESH_MS}
+                    )
+                    clients[i].close()
+                    clients[i] = ConfluentClient(spec.kafka)
             # Still inside the try: building a loop or describing a recoverer may raise too.
             loops = [
                 Loop(spec, c, bus=self.bus) for spec, c in zip(self.specs, clients, strict=True)
@@ -365,6 +388,24 @@ class App:
         ]
         for t in self._threads:
             t.start()
+        if waiting:
+            self._watch = TopicWatch(waiting)
+            if self._stopped.is_set():  # as for the loops: stop() may have come first
+                self._watch.stop()
+            self._watch.start()
+
+    def _ensure_topics(self) -> list[Waiting]:
+        """Create the missing topics each listener may create, fail on those it must not
+        miss (``ConfigError``), and return the listeners that wait for some."""
+        admin_timeout = 30.0 if self.connect_timeout is None else self.connect_timeout
+        waiting = []
+        for spec in self.specs:
+            missing = self._missing_topics.get((spec.group_id, spec.topics), "wait")
+            wanted = wanted_topics(spec.topics, spec.recoverer, missing)
+            left = ensure_topics(spec.kafka, wanted, admin_timeout)
+            if left:
+                waiting.append(Waiting(spec.name, spec.kafka, wanted, tuple(left)))
+        return waiting
 
     def _with_servers(self, spec: ListenerSpec) -> ListenerSpec:
         """The spec with the App's current bootstrap address (the command line may have
@@ -423,6 +464,8 @@ class App:
         """Stop every listener gracefully (safe from any thread and from signal handlers).
         Called while ``start()`` waits for the broker, it ends the wait."""
         self._stopped.set()
+        if self._watch is not None:
+            self._watch.stop()
         for loop in self.loops:
             loop.stop()
 
@@ -432,6 +475,7 @@ class App:
             t.join(timeout)
         if all(not t.is_alive() for t in self._threads):
             self._threads = []
+            self._join_watch(timeout)
         if self._errors:
             raise self._errors[0]
 
@@ -499,6 +543,7 @@ class App:
                 if now >= drained + STOP_GRACE or (now >= drained and not loop.closing):
                     break
                 t.join(0.2)  # short joins: signal handlers run in between
+        self._join_watch(STOP_GRACE)
         stuck = [t.name.removeprefix("redrive:") for t in self._threads if t.is_alive()]
         if quiet:
             return
@@ -512,7 +557,19 @@ class App:
         if self._errors:
             raise self._errors[0]
 
+    def _join_watch(self, timeout: float | None) -> None:
+        """Once the listeners have ended: stop looking for missing topics, and wait for it."""
+        watch = self._watch
+        if watch is not None:
+            watch.stop()
+            if watch.join(timeout):
+                self._watch = None
 
+
+REFRESH = "topic.metadata.refresh.interval.ms"
+WAIT_REFRESH_MS = 5000
+"""librdkafka's metadata refresh interval for a listener whose topics are missing at start
+(unless you set it): it consumes a topic at most about 5 s after it appears."""
 CONNECT_SLICE = 0.5
 """Seconds one metadata request waits while start() waits for the broker."""
 CONNECT_REPORT_EVERY = 10.0

@@ -28,6 +28,7 @@ from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
 from redrive.serde import DeserializerOption, check_deserializer
 from redrive.topics import RetryTopics
+from redrive.topics.create import MISSING_TOPICS, MissingTopics
 
 Ordering = Literal["partition", "key", "none"]
 """How ``concurrency > 1`` keeps records in order: per partition, per key, or not at all."""
@@ -80,6 +81,9 @@ class ListenerOptions:
     from ``max_poll_records`` and ``concurrency``."""
     drain_timeout: float = 30.0
     """Seconds revocation and stop wait for running records before abandoning them."""
+    missing_topics: MissingTopics = "wait"
+    """A topic of the listener missing at start: "wait" (say so every 30 s; consumed once it
+    exists), "fail" (``App.start()`` raises ``ConfigError``) or "create" (1 partition)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -105,6 +109,11 @@ class ListenerOptions:
         if self.max_in_flight is not None:
             _whole("max_in_flight", self.max_in_flight, "a whole number >= 1 or None")
         _seconds("drain_timeout", self.drain_timeout, zero=True)
+        if self.missing_topics not in MISSING_TOPICS:
+            raise ConfigError(
+                "missing_topics",
+                f"must be 'wait', 'fail' or 'create', got {_got(self.missing_topics)}",
+            )
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ListenerOptions))

@@ -396,7 +396,9 @@ def test_signal_while_retrying_a_dead_letter_write(kafka, child, make_topic, nam
     handler = """\
     raise ValueError("bad record")  # fatal: straight to the dead-letter topic, which is missing
 """
-    topic, body = _one_record(kafka, make_topic, names, handler, recoverer="DeadLetter()")
+    # Named by a function, the dead-letter topic is not created at start: it stays missing.
+    recoverer = "DeadLetter(topic=lambda msg: msg.topic + '-dlt')"
+    topic, body = _one_record(kafka, make_topic, names, handler, recoverer=recoverer)
     c = child(kafka, body)
     c.wait_log("failed, retrying in")  # the dead-letter write failed; recovery waits
     c.send()

@@ -132,6 +132,8 @@ WRONG: list[tuple[str, object, str]] = [
     ("max_in_flight", False, "must be a whole number >= 1 or None, got False (type bool)"),
     ("drain_timeout", -1, "must be >= 0 seconds, got -1"),
     ("drain_timeout", None, "must be >= 0 seconds, got None"),
+    ("missing_topics", "ignore", "must be 'wait', 'fail' or 'create', got 'ignore'"),
+    ("missing_topics", True, "must be 'wait', 'fail' or 'create', got True (type bool)"),
 ]  # fmt: skip
 
 

@@ -25,6 +25,11 @@ class DeadLetter(Recoverer):
     after the broker acknowledged the write; when the write fails it raises, and the loop
     leaves the source record uncommitted and tries again later (D3). ``producer``: settings
     of the dead-letter producer that win over those derived from the listener's.
+
+    ``App.start()`` creates a missing dead-letter topic (``<source>-dlt`` or the fixed
+    name) with the source topic's partition count; with ``auto_create=False``, or when the
+    broker refuses, it raises ``ConfigError`` naming the topic and the command that creates
+    it. A function's topics cannot be known in advance: create them yourself.
     """
 
     def __init__(
@@ -34,15 +39,23 @@ class DeadLetter(Recoverer):
         same_partition: bool = True,
         timeout: float = 15.0,
         producer: dict[str, Any] | None = None,
+        auto_create: bool = True,
     ) -> None:
         self.topic = topic
+        self.auto_create = auto_create
         self.same_partition = same_partition
         self.publisher = Publisher(timeout=timeout, overrides=producer)
 
+    def topic_for(self, source: str) -> str | None:
+        """The dead-letter topic of the records of `source`; None when a function picks it
+        record by record (then it cannot be known before a record fails)."""
+        return None if callable(self.topic) else self._fixed(source)
+
     def destination(self, msg: Message) -> str:
-        if self.topic is None:
-            return f"{msg.topic}-dlt"
-        return self.topic(msg) if callable(self.topic) else self.topic
+        return self.topic(msg) if callable(self.topic) else self._fixed(msg.topic)
+
+    def _fixed(self, source: str) -> str:
+        return f"{source}-dlt" if self.topic is None or callable(self.topic) else self.topic
 
     def start(self, listener: ListenerContext) -> None:
         """Create the producer now: an idempotent producer first asks the broker for its id,
