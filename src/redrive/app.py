@@ -57,15 +57,21 @@ _RESERVED = {
     "bootstrap.servers": "pass bootstrap_servers= to App (or set REDRIVE_BOOTSTRAP_SERVERS)",
 }
 
-SECRET_WORDS = ("password", "secret", "key", "token", "credential")
+SECRET_WORDS = ("password", "secret", "key", "token", "credential", "jaas")
+_SASL_PLAIN = ("sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.kerberos.service.name")
 
 
 def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings with secret values replaced, safe to log."""
-    return {
-        k: "***" if any(w in k.lower() for w in SECRET_WORDS) and "location" not in k else v
-        for k, v in settings.items()
-    }
+    """Settings with secret values replaced, safe to log: every ``sasl.*`` setting but the
+    mechanism, user name and service name, and any whose name says it holds a secret."""
+
+    def secret(k: str) -> bool:
+        name = k.lower()
+        if name.startswith("sasl.") and name not in _SASL_PLAIN:
+            return True
+        return any(w in name for w in SECRET_WORDS) and "location" not in name
+
+    return {k: "***" if secret(str(k)) else v for k, v in settings.items()}
 
 
 class App:
@@ -335,7 +341,10 @@ class App:
         if not self.specs:
             raise ConfigError("listeners", "no listener registered: use @app.listener(...)")
         if self._threads:
-            raise RuntimeError("this App is already running; call stop() first")
+            raise UsageError(
+                "this App is already running (or stopping): call stop(), then join(), before "
+                "start()"
+            )
         self._errors.clear()
         self.specs = [self._with_servers(spec) for spec in self.specs]
         clients = []
@@ -348,7 +357,12 @@ class App:
                 for c in clients:
                     c.close()
                 return
-            waiting = self._ensure_topics()
+            waiting = self._ensure_topics() if not self._stopped.is_set() else []
+            if self._stopped.is_set():  # a signal while topics were checked: start nothing
+                log.info("stopped while starting: no listener was started")
+                for c in clients:
+                    c.close()
+                return
             late = {w.topic for x in waiting for w in x.left}
             for i, spec in enumerate(self.specs):
                 if late & set(spec.topics) and REFRESH not in spec.kafka:

@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default INFO (DEBUG with -v)",
     )
-    run.add_argument("--log-format", choices=["text", "json"], default="text",
-                     help="text lines, or one JSON object per line (default text)")  # fmt: skip
+    run.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
+                     help="text lines, or one JSON object per line (default text, or "
+                     "REDRIVE_LOG_FORMAT)")  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     broker = sub.add_parser("broker", help="the local Apache Kafka broker (up, down, status)")

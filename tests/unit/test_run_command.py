@@ -107,3 +107,27 @@ def test_json_log_lines(monkeypatch: pytest.MonkeyPatch) -> None:
         assert got["time"].endswith("Z")
     finally:
         root.handlers[:], root.level = saved
+
+
+def test_the_global_log_format_reaches_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_parser().parse_args(["--log-format", "json", "run", "svc:app"]).log_format == (
+        "json"
+    )
+    assert build_parser().parse_args(["run", "svc:app", "--log-format", "json"]).log_format == (
+        "json"
+    )
+
+
+def test_secret_settings_are_redacted_for_the_debug_log() -> None:
+    from redrive.app import redact
+
+    shown = redact({
+        "sasl.mechanism": "OAUTHBEARER", "sasl.username": "svc",
+        "sasl.oauthbearer.config": "clientId=a clientSecret=b", "sasl.password": "pw",
+        "ssl.key.password": "k", "ssl.ca.location": "/etc/ca.pem", "group.id": "g",
+    })  # fmt: skip
+    assert shown == {
+        "sasl.mechanism": "OAUTHBEARER", "sasl.username": "svc",
+        "sasl.oauthbearer.config": "***", "sasl.password": "***", "ssl.key.password": "***",
+        "ssl.ca.location": "/etc/ca.pem", "group.id": "g",
+    }  # fmt: skip

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 import redrive.admin as admin
 from redrive.dlt.records import read
 from redrive.dlt.replay import Filter, parse_time, replay
@@ -99,6 +101,14 @@ def _filter(args: argparse.Namespace) -> Filter:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KafkaException as exc:  # a bad --command-config setting, an unreachable broker
+        err = exc.args[0] if exc.args else exc
+        raise ClientError(f"dlt: {err.str() if hasattr(err, 'str') else err}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.action == "ls":
         rows = [r for r in read(servers(args), args.topic) if _filter(args)(r)]

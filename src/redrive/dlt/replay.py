@@ -22,6 +22,7 @@ import redrive.admin as admin
 import redrive.headers as h
 from redrive.dlt.records import DeadLetterRecord, read
 from redrive.errors import ClientError, ConfigError
+from redrive.observe.logs import kafka_logging
 
 Target = Literal["origin", "retry"]
 
@@ -182,8 +183,8 @@ def _headers(r: DeadLetterRecord, to: Target) -> list[tuple[str, str | bytes | N
 
 def _producer(bootstrap_servers: admin.Servers) -> Producer:
     return Producer(
-        {**admin.client_config(bootstrap_servers), "acks": "all", "enable.idempotence": True,
-         "linger.ms": 5, "log_level": 0}
+        kafka_logging({**admin.client_config(bootstrap_servers), "acks": "all",
+                       "enable.idempotence": True, "linger.ms": 5})
     )  # fmt: skip
 
 
