@@ -288,7 +288,7 @@ app = App(group_id={names.group()!r}, connect_timeout=60, kafka=FAST)
 def handle(msg: Message) -> None: ...
 """
     c = child(kafka, body)
-    c.wait_log("handle started: group")
+    c.wait_log("handle: started, group")
     c.send()
     code, seconds = c.exit(20)
     took("waiting for partitions", seconds)
@@ -476,4 +476,4 @@ app.run()
     out = c.log()
     assert "App.run() was called while `redrive run svc:app` imported 'svc'" in out
     assert 'if __name__ == "__main__": app.run()' in out
-    assert "started: group" not in out  # nothing ran
+    assert ": started, group" not in out  # nothing ran
