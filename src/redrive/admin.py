@@ -89,23 +89,12 @@ def create_topics(
     """
     wanted = dict(topics) if isinstance(topics, Mapping) else {t: 1 for t in topics}
     admin = AdminClient(_quiet(bootstrap_servers))
-    new = [
-        NewTopic(
-            name, num_partitions=n, replication_factor=replication_factor,
-            config=dict(config or {}),
-        )
-        for name, n in wanted.items()
-    ]  # fmt: skip
-    created: list[str] = []
-    existing: list[str] = []
-    for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
-        try:
-            fut.result(timeout)
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise ClientError(f"could not create topic {name!r}: {exc.args[0].str()}") from None
-            existing.append(name)
+    created, existing, refused = create_with(
+        admin, wanted, timeout=timeout, config=config, replication_factor=replication_factor
+    )
+    if refused:
+        name, why = next(iter(refused.items()))
+        raise ClientError(f"could not create topic {name!r}: {why}")
     wait_for_leaders(admin, wanted, timeout)
     if existing and not exist_ok:
         names = ", ".join(map(repr, sorted(existing)))
@@ -118,6 +107,38 @@ def create_topics(
             + (f" (created {', '.join(map(repr, sorted(created)))})" if created else "")
         )
     return sorted(created)
+
+
+def create_with(
+    admin: AdminClient,
+    plan: Mapping[str, int],
+    *,
+    timeout: float = 30.0,
+    config: Mapping[str, str] | None = None,
+    replication_factor: int = -1,
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """Create the topics of `plan` (name -> partitions) with `admin`: the names created,
+    those that existed already, and those the broker refused with its reason."""
+    if not plan:
+        return [], [], {}
+    new = [
+        NewTopic(name, num_partitions=n, replication_factor=replication_factor,
+                 config=dict(config or {}))
+        for name, n in plan.items()
+    ]  # fmt: skip
+    created: list[str] = []
+    existing: list[str] = []
+    refused: dict[str, str] = {}
+    for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":  # or created meanwhile: fine
+                existing.append(name)
+            else:
+                refused[name] = exc.args[0].str()
+    return created, existing, refused
 
 
 def list_topics(
@@ -246,6 +267,46 @@ def _bytes(v: bytes | str | None) -> bytes | None:
     return v.encode() if isinstance(v, str) else v
 
 
+Outgoing = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, Any]] | None, int | None]
+"""A record to send: topic, key, value, headers, partition (None: the partitioner's)."""
+
+
+def send(
+    settings: Mapping[str, Any], records: Iterable[Outgoing], timeout: float = 30.0
+) -> list[tuple[int, int] | str]:
+    """Send `records` with a producer made of `settings` and wait up to `timeout` seconds
+    for the broker's acknowledgements; per record in order, (partition, offset) or why it
+    was not acknowledged. The one bulk path: ``produce`` and ``redrive dlt replay`` use it."""
+    producer = Producer(kafka_logging(settings))
+    acks: list[tuple[int, int] | str] = []
+
+    def report(i: int) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            acks[i] = str(err) if err is not None else (msg.partition(), msg.offset())
+
+        return on_delivery
+
+    for i, (topic, key, value, headers, partition) in enumerate(records):
+        acks.append(f"not acknowledged in {timeout:g} s")
+        kwargs: dict[str, Any] = {"key": key, "value": value}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = list(headers)
+        while True:
+            try:
+                producer.produce(topic, on_delivery=report(i), **kwargs)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+            except KafkaException as exc:
+                acks[i] = str(exc.args[0] if exc.args else exc)
+                break
+        producer.poll(0)
+    producer.flush(timeout)
+    return acks
+
+
 def produce(
     bootstrap_servers: Servers,
     topic: str,
@@ -260,42 +321,19 @@ def produce(
 
     Returns (partition, offset) of each record in order.
     """
-    producer = Producer(_quiet(bootstrap_servers, {"linger.ms": 5}))
-    results: list[tuple[int, int] | None] = []
-    errors: list[str] = []
-
-    def report(i: int) -> Any:
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-            else:
-                results[i] = (msg.partition(), msg.offset())
-
-        return on_delivery
-
-    for i, rec in enumerate(records):
+    outgoing: list[Outgoing] = []
+    for rec in records:
         key, value = rec if isinstance(rec, tuple) else (None, rec)
-        results.append(None)
-        kwargs: dict[str, Any] = {"key": _bytes(key), "value": _bytes(value)}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = list(headers)
-        while True:
-            try:
-                producer.produce(topic, on_delivery=report(i), **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    remaining = producer.flush(timeout)
-    if remaining or errors:
-        acked = sum(r is not None for r in results)
+        outgoing.append((topic, _bytes(key), _bytes(value), headers, partition))
+    acks = send(_quiet(bootstrap_servers, {"linger.ms": 5}), outgoing, timeout)
+    done = [a for a in acks if isinstance(a, tuple)]
+    if len(done) < len(acks):
+        errors = sorted({a for a in acks if isinstance(a, str)})
         raise ClientError(
-            f"producing to {topic!r} failed ({acked} of {len(results)} acknowledged): "
-            + (", ".join(sorted(set(errors))) or f"{remaining} not acknowledged in {timeout:g} s")
+            f"producing to {topic!r} failed ({len(done)} of {len(acks)} acknowledged): "
+            + ", ".join(errors)
         )
-    return [r for r in results if r is not None]
+    return done
 
 
 def committed_offsets(

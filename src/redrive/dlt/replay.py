@@ -14,15 +14,12 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from confluent_kafka import KafkaException, Producer
+from typing import Literal
 
 import redrive.admin as admin
 import redrive.headers as h
 from redrive.dlt.records import DeadLetterRecord, read
 from redrive.errors import ClientError, ConfigError
-from redrive.observe.logs import kafka_logging
 
 Target = Literal["origin", "retry"]
 
@@ -181,41 +178,19 @@ def _headers(r: DeadLetterRecord, to: Target) -> list[tuple[str, str | bytes | N
     return [*own, *kept, *hop, marker]
 
 
-def _producer(bootstrap_servers: admin.Servers) -> Producer:
-    return Producer(
-        kafka_logging({**admin.client_config(bootstrap_servers), "acks": "all",
-                       "enable.idempotence": True, "linger.ms": 5})
-    )  # fmt: skip
-
-
 def _send(
     bootstrap_servers: admin.Servers,
     items: Sequence[tuple[DeadLetterRecord, str, list[tuple[str, str | bytes | None]]]],
     partitions: dict[str, int | None],
 ) -> list[tuple[DeadLetterRecord, str, int, int]]:
-    producer = _producer(bootstrap_servers)
-    acks: list[tuple[int, int] | str | None] = [None] * len(items)
-
-    def report(i: int) -> Any:
-        def on_delivery(err: Any, msg: Any) -> None:
-            acks[i] = str(err) if err is not None else (msg.partition(), msg.offset())
-
-        return on_delivery
-
-    for i, (r, topic, headers) in enumerate(items):
-        kwargs: dict[str, Any] = {}
+    outgoing: list[admin.Outgoing] = []
+    for r, topic, headers in items:
         count = partitions.get(topic)
-        if r.origin_partition is not None and count and r.origin_partition < count:
-            kwargs["partition"] = r.origin_partition
-        try:
-            producer.produce(
-                topic, key=r.key, value=r.value, headers=headers, on_delivery=report(i), **kwargs
-            )
-        except (KafkaException, BufferError) as exc:
-            producer.flush(30)
-            raise ClientError(f"replay to {topic!r} failed: {exc}") from None
-        producer.poll(0)
-    producer.flush(30)
+        same = r.origin_partition is not None and count and r.origin_partition < count
+        outgoing.append((topic, r.key, r.value, headers, r.origin_partition if same else None))
+    settings = {**admin.client_config(bootstrap_servers), "acks": "all",
+                "enable.idempotence": True, "linger.ms": 5}  # fmt: skip
+    acks = admin.send(settings, outgoing)
     sent = []
     failed = []
     for (r, topic, _), ack in zip(items, acks, strict=True):

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
-from redrive.admin import wait_for_leaders
+from redrive.admin import create_with, wait_for_leaders
 from redrive.errors import ConfigError
 from redrive.observe.logs import kafka_logging
 from redrive.publish import producer_settings
@@ -164,20 +164,7 @@ def _count(w: Wanted, counts: Mapping[str, int], plan: Mapping[str, int]) -> int
 
 def _create(admin: AdminClient, plan: Mapping[str, int], timeout: float) -> dict[str, str]:
     """Create the topics of `plan` (name -> partitions); return those refused, with why."""
-    if not plan:
-        return {}
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=n, replication_factor=-1) for t, n in plan.items()],
-        operation_timeout=timeout,
-    )
-    refused = {}
-    for name, fut in futures.items():
-        try:
-            fut.result(timeout)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # created meanwhile: fine
-                refused[name] = exc.args[0].str()
-    return refused
+    return create_with(admin, plan, timeout=timeout)[2]
 
 
 @dataclass(frozen=True, slots=True)
