@@ -101,6 +101,7 @@ class FakeClient:
         self.paused: set[TopicPartition] = set()
         self.assigned: list[TopicPartition] = []
         self.committed_log: list[dict[TopicPartition, tuple[int, str | None]]] = []
+        self.waited: list[bool] = []  # per entry of committed_log: did the commit wait?
         self.commits: dict[TopicPartition, tuple[int, str | None]] = {}
         self.topics: tuple[str, ...] = ()
         self.closed = False
@@ -175,6 +176,11 @@ class FakeClient:
         snapshot = dict(positions)
         self.committed_log.append(snapshot)
         self.commits.update(snapshot)
+        self.waited.append(True)
+
+    def commit_async(self, positions: Positions) -> None:
+        self.commit(positions)  # takes effect at once here; the real client's may fail later
+        self.waited[-1] = False
 
     def store(self, positions: Positions) -> None:
         self.commit(positions)

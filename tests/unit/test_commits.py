@@ -17,6 +17,7 @@ from redrive.recover.base import Skip
 from redrive.testing import FakeClient, FakeClock, FakeRecord, loop_for
 
 T0 = TopicPartition("t", 0)
+T1 = TopicPartition("t", 1)
 W3 = '{"redrive":2,"w":3}'  # commit metadata: "an owner may be handling 3 records from here"
 
 
@@ -126,3 +127,36 @@ def test_a_batch_retried_in_place_is_committed_before_the_next_polls_records_are
     commits_before_m4 = calls[2][1]
     assert commits_before_m4[-1] == {TP: 3}  # m1..m3 committed before m4 was handled
     assert client.commits_made[-1] == {TP: 4}
+
+
+def test_the_default_poll_commit_does_not_wait_but_revocation_and_hand_offs_do() -> None:
+    from redrive.recover.base import Call
+
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["ok", "bad", "ok"], partition=0)
+    client.add("t", ["ok", "ok"], partition=1)
+
+    def handle(msg: Message) -> None:
+        if msg.value == b"bad":
+            raise ValueError("bad record")  # fatal: recovered at once
+
+    loop = loop_for(handle, client, max_poll_records=10, recoverer=Call(lambda m, e: None))
+    loop.start()
+    loop.run_once()
+    past_bad = [w for c, w in zip(client.committed_log, client.waited, strict=True)
+                if c.get(T0, (0, None))[0] == 3]  # fmt: skip
+    assert past_bad == [True]  # the commit past the dead-letter hand-off waits
+    polls = [w for c, w in zip(client.committed_log, client.waited, strict=True) if T1 in c]
+    assert polls[-1] is False  # partition 1's poll commit was only asked for
+    client.revoke([T0, T1])
+    assert client.waited[-1] is True  # revocation waits (C5)
+
+
+def test_per_poll_sync_waits_for_every_poll_commit() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["m1", "m2"])
+    loop = loop_for(lambda m: None, client, commit=Commit.per_poll_sync())
+    loop.start()
+    loop.run_until_idle()
+    assert client.waited and all(client.waited)
+    assert client.committed_position("t", 0) == 2

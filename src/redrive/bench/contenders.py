@@ -104,7 +104,8 @@ def rss_mib() -> float:
 
 
 def baseline(job: Job, meter: Meter) -> None:
-    """A hand-written confluent-kafka loop: consume, handle each record, commit per poll."""
+    """A hand-written confluent-kafka loop with librdkafka's defaults: consume, handle each
+    record, commit per poll synchronously (the first release's reference)."""
     from confluent_kafka import Consumer
 
     consumer = Consumer({"bootstrap.servers": job.bootstrap, "group.id": job.group, **CONSUMER})
@@ -121,6 +122,38 @@ def baseline(job: Job, meter: Meter) -> None:
             consumer.commit(asynchronous=False)
     finally:
         consumer.close()
+
+
+def _tuned_loop(job: Job, meter: Meter, *, commit: bool) -> None:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": job.bootstrap, "group.id": job.group, **CONSUMER,
+                         "fetch.queue.backoff.ms": 10})  # fmt: skip
+    consumer.subscribe([job.topic])
+    handle = meter.hit
+    try:
+        while not meter.done.is_set():
+            records = consumer.consume(job.max_poll_records, 0.5)
+            if not records:
+                continue
+            for r in records:
+                if r.error() is None:
+                    handle(r)
+            if commit:
+                consumer.commit(asynchronous=True)
+    finally:
+        consumer.close()
+
+
+def tuned(job: Job, meter: Meter) -> None:
+    """The same loop tuned as the best user would: ``fetch.queue.backoff.ms=10`` and an
+    asynchronous commit per poll (redrive's default guarantee). The reference of the ratios."""
+    _tuned_loop(job, meter, commit=True)
+
+
+def no_commit(job: Job, meter: Meter) -> None:
+    """The tuned loop without commits: what this client and broker can do here at most."""
+    _tuned_loop(job, meter, commit=False)
 
 
 # -- redrive -------------------------------------------------------------------------------
@@ -259,6 +292,8 @@ Contender = Callable[[Job, Meter], None]
 
 CONTENDERS: dict[str, tuple[Contender, str | None]] = {
     # name: (function, Python module it needs beyond redrive's own dependencies)
+    "tuned": (tuned, None),
+    "no-commit": (no_commit, None),
     "baseline": (baseline, None),
     "redrive-record": (redrive_record, None),
     "redrive-batch": (redrive_batch, None),

@@ -52,6 +52,10 @@ class Client(Protocol):
     def commit(self, positions: Positions) -> None:
         """Commit synchronously; raise ClientError on failure."""
 
+    def commit_async(self, positions: Positions) -> None:
+        """Ask for a commit and return at once; a failure is logged, and the next commit
+        (positions only increase) covers it."""
+
     def store(self, positions: Positions) -> None:
         """Store positions for the client's background (interval) commit."""
 
@@ -169,6 +173,13 @@ class ConfluentClient:
         for p in result or ():
             if p.error is not None:
                 raise CommitFailed(f"commit of {p.topic}[{p.partition}] failed: {p.error.str()}")
+
+    def commit_async(self, positions: Positions) -> None:
+        offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:  # e.g. a partition revoked meanwhile: the next covers it
+            log.debug("asynchronous commit not sent: %s", exc.args[0])
 
     def store(self, positions: Positions) -> None:
         offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]

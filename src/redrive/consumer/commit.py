@@ -3,12 +3,16 @@
 Whatever the policy, a committed position never passes a record without a final outcome
 (C1); the policy only chooses *when* to commit::
 
-    Commit.per_poll()          # default: after each poll's records are done (sync commit)
+    Commit.per_poll()          # default: after each poll's records are done, not waiting
+    Commit.per_poll_sync()     # the same, waiting for the broker (Spring's default)
     Commit.per_record()        # after every record
     Commit.interval(5.0)       # positions stored; the client commits them every 5 s
     Commit.manual()            # a record is done when the handler calls msg.ack()
 
-Commits on revocation, on shutdown and for retry state are always synchronous.
+The default per-poll commit does not wait for the broker: positions only ever increase and
+never pass an unfinished record, so a commit that fails is covered by the next one, and a
+crash can only lose the last poll's commit (those records are handled again). Commits on
+revocation, on shutdown, for attempt state and for dead-letter hand-offs always wait.
 """
 
 from __future__ import annotations
@@ -27,10 +31,17 @@ class Commit:
     after_record: bool = False
     background_interval: float | None = None
     manual_ack: bool = False
+    wait: bool = True  # a poll's (or record's) commit waits for the broker's answer
 
     @classmethod
     def per_poll(cls) -> Commit:
-        return cls("per_poll")
+        """After each poll's records are done; the commit does not wait for the broker."""
+        return cls("per_poll", wait=False)
+
+    @classmethod
+    def per_poll_sync(cls) -> Commit:
+        """After each poll's records are done, waiting for the broker (Spring's default)."""
+        return cls("per_poll_sync")
 
     @classmethod
     def per_record(cls) -> Commit:

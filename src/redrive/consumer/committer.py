@@ -50,12 +50,14 @@ class Committer:
         self.tracker = OffsetTracker()
         self.states: dict[TopicPartition, dict[int, Attempt]] = {}
         self._committed: dict[TopicPartition, tuple[int, str | None]] = {}
-        self._stored: dict[TopicPartition, tuple[int, str | None]] = {}
+        self._stored: dict[TopicPartition, tuple[int, str | None]] = {}  # or asked for
         self._final: dict[TopicPartition, set[int]] = {}  # recovered past the position
         self._acks: deque[Message] = deque()
         self._live: set[TopicPartition] = set()  # window committed in this assignment
         self.stale_marks: set[TopicPartition] = set()  # running marks of finished records
         self._background = policy.background_interval is not None
+        self._ask = not policy.wait  # poll commits are asked for, not waited on
+        self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
 
     # -- attempt state ----------------------------------------------------------------
 
@@ -103,6 +105,8 @@ class Committer:
         self.tracker.finish(msg.tp, msg.offset)
         self._final.setdefault(msg.tp, set()).add(msg.offset)
         self.drop_state(msg)
+        if self._ask:  # a dead-letter hand-off: its commit waits, so a crash cannot repeat it
+            self._handoffs.add(msg.tp)
 
     @property
     def has_final(self) -> bool:
@@ -152,19 +156,29 @@ class Committer:
         """
         self.drain_acks()
         payload: Payload = {}
-        done = self._committed if sync or not self._background else self._stored
+        # Commits that are not waited on compare with what was asked; a waiting one (revoke,
+        # stop) with what is known to be committed, so it is sent again if in doubt.
+        waits = sync or not (self._background or self._ask)
+        done = self._committed if waits else self._stored
         for tp, pos in self.tracker.positions().items():
             if only and tp not in only:
                 continue
             entry = (pos, self._metadata(tp, pos, clean=sync))
             if done.get(tp) != entry:
                 payload[tp] = entry
+        if payload and not waits and self._handoffs & payload.keys():
+            handed = {tp: e for tp, e in payload.items() if tp in self._handoffs}
+            self._commit(handed, reason, sync=True)
+            payload = {tp: e for tp, e in payload.items() if tp not in handed}
         if payload:
-            self._commit(payload, reason, sync=sync or not self._background)
+            self._commit(payload, reason, sync=waits)
 
     def _commit(self, payload: Payload, reason: str, *, sync: bool) -> None:
         if not sync:
-            self.client.store(payload)
+            if self._background:
+                self.client.store(payload)
+            else:
+                self.client.commit_async(payload)
             self._stored.update(payload)
         else:
             try:
@@ -176,6 +190,7 @@ class Committer:
                 log.warning("%s: %s (will retry)", self.name, exc)
                 return
             self._committed.update(payload)
+            self._handoffs.difference_update(payload)
         for tp, (pos, _) in payload.items():
             self.stale_marks.discard(tp)
             final = self._final.get(tp)
@@ -203,3 +218,4 @@ class Committer:
             self._final.pop(tp, None)
             self._live.discard(tp)
             self.stale_marks.discard(tp)
+            self._handoffs.discard(tp)
