@@ -34,6 +34,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from redrive.observe.logs import configure, log_events
 
     configure(args.log_level or ("DEBUG" if args.verbose else "INFO"), args.log_format)
+    if args.workers > 1:  # a supervisor of N `redrive run` processes: see redrive.workers
+        from redrive.workers import run_workers
+
+        return run_workers(args)
     with importing_for_run(args.app):  # an unguarded app.run() in the module is refused
         app = _load_app(args.app)
     if not isinstance(app, App):
@@ -111,6 +115,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redrive", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -145,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
                      help="text lines, or one JSON object per line (default text, or "
                      "REDRIVE_LOG_FORMAT)")  # fmt: skip
+    run.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="run N processes of the App in its consumer group under a supervisor that "
+        "forwards signals and restarts crashed ones (default 1: this process)",
+    )
     run.set_defaults(func=cmd_run)
 
     broker = sub.add_parser("broker", help="the local Apache Kafka broker (up, down, status)")
