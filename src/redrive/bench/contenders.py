@@ -103,32 +103,12 @@ def rss_mib() -> float:
 # -- the raw client ------------------------------------------------------------------------
 
 
-def baseline(job: Job, meter: Meter) -> None:
-    """A hand-written confluent-kafka loop with librdkafka's defaults: consume, handle each
-    record, commit per poll synchronously (the first release's reference)."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({"bootstrap.servers": job.bootstrap, "group.id": job.group, **CONSUMER})
-    consumer.subscribe([job.topic])
-    handle = meter.hit
-    try:
-        while not meter.done.is_set():
-            records = consumer.consume(job.max_poll_records, 0.5)
-            if not records:
-                continue
-            for r in records:
-                if r.error() is None:
-                    handle(r)
-            consumer.commit(asynchronous=False)
-    finally:
-        consumer.close()
-
-
-def _tuned_loop(job: Job, meter: Meter, *, commit: bool) -> None:
+def _loop(job: Job, meter: Meter, *, commit: str | None, settings: dict[str, Any]) -> None:
+    """Consume, handle each record, then commit per poll: "sync", "async" or not at all."""
     from confluent_kafka import Consumer
 
     consumer = Consumer({"bootstrap.servers": job.bootstrap, "group.id": job.group, **CONSUMER,
-                         "fetch.queue.backoff.ms": 10})  # fmt: skip
+                         **settings})  # fmt: skip
     consumer.subscribe([job.topic])
     handle = meter.hit
     try:
@@ -139,21 +119,32 @@ def _tuned_loop(job: Job, meter: Meter, *, commit: bool) -> None:
             for r in records:
                 if r.error() is None:
                     handle(r)
-            if commit:
+            if commit == "async":
                 consumer.commit(asynchronous=True)
+            elif commit == "sync":
+                consumer.commit(asynchronous=False)
     finally:
         consumer.close()
+
+
+def baseline(job: Job, meter: Meter) -> None:
+    """A hand-written confluent-kafka loop with librdkafka's defaults: consume, handle each
+    record, commit per poll synchronously (the first release's reference)."""
+    _loop(job, meter, commit="sync", settings={})
+
+
+TUNED = {"fetch.queue.backoff.ms": 10}
 
 
 def tuned(job: Job, meter: Meter) -> None:
     """The same loop tuned as the best user would: ``fetch.queue.backoff.ms=10`` and an
     asynchronous commit per poll (redrive's default guarantee). The reference of the ratios."""
-    _tuned_loop(job, meter, commit=True)
+    _loop(job, meter, commit="async", settings=TUNED)
 
 
 def no_commit(job: Job, meter: Meter) -> None:
     """The tuned loop without commits: what this client and broker can do here at most."""
-    _tuned_loop(job, meter, commit=False)
+    _loop(job, meter, commit=None, settings=TUNED)
 
 
 # -- redrive -------------------------------------------------------------------------------
