@@ -40,6 +40,16 @@ def kill_inside(kafka: str, topic: str, group: str, ledger: Path, mode: str, whe
     assert killed == -signal.SIGKILL
 
 
+def prepare(kafka: str, make_topic, names, tmp_path: Path) -> tuple[str, str, Path]:  # type: ignore[no-untyped-def]
+    """A topic with a, p, b and its dead-letter topic, a fresh group, an empty ledger."""
+    topic = make_topic()
+    admin.create_topics(kafka, {f"{topic}-dlt": 1})
+    produce(kafka, topic)
+    ledger = tmp_path / "ledger"
+    ledger.touch()
+    return topic, names.group(), ledger
+
+
 def attempts(ledger: Path) -> list[int]:
     return [int(line.split()[1]) for line in ledger.read_text().splitlines()]
 
@@ -48,12 +58,7 @@ def attempts(ledger: Path) -> list[int]:
 def test_killed_after_a_successful_last_attempt_the_record_is_handled_again_not_dead_lettered(
     kafka, make_topic, names, tmp_path, mode
 ) -> None:
-    topic = make_topic()
-    admin.create_topics(kafka, {f"{topic}-dlt": 1})
-    produce(kafka, topic)
-    group = names.group()
-    ledger = tmp_path / "ledger"
-    ledger.touch()
+    topic, group, ledger = prepare(kafka, make_topic, names, tmp_path)
     kill_inside(kafka, topic, group, ledger, mode, "after-success")
     assert attempts(ledger) == [1, 2, 3]  # the third succeeded; killed before the commit
 
@@ -75,12 +80,7 @@ def test_killed_after_a_successful_last_attempt_the_record_is_handled_again_not_
 def test_a_record_that_kills_every_owner_is_dead_lettered_after_the_interruption_limit(
     kafka, make_topic, names, tmp_path, mode
 ) -> None:
-    topic = make_topic()
-    admin.create_topics(kafka, {f"{topic}-dlt": 1})
-    produce(kafka, topic)
-    group = names.group()
-    ledger = tmp_path / "ledger"
-    ledger.touch()
+    topic, group, ledger = prepare(kafka, make_topic, names, tmp_path)
     for _ in range(4):  # the first attempt, then one marked attempt per interruption
         kill_inside(kafka, topic, group, ledger, mode, "inside-each")
     assert attempts(ledger) == [1, 1, 2, 3]  # 1 again: the dead owner's window, unmarked
