@@ -40,7 +40,7 @@ def kill_inside(kafka: str, topic: str, group: str, ledger: Path, mode: str, whe
     assert killed == -signal.SIGKILL
 
 
-def prepare(kafka: str, make_topic, names, tmp_path: Path) -> tuple[str, str, Path]:  # type: ignore[no-untyped-def]
+def prepare(kafka: str, make_topic, names, tmp_path: Path) -> tuple[str, str, Path]:
     """A topic with a, p, b and its dead-letter topic, a fresh group, an empty ledger."""
     topic = make_topic()
     admin.create_topics(kafka, {f"{topic}-dlt": 1})
