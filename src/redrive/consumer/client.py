@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KTopicPartition
 
 from redrive.errors import ClientError, CommitFailed, ConfigError, KafkaUnavailable
-from redrive.message import TopicPartition
+from redrive.message import RawRecord, TopicPartition
 from redrive.observe.logs import kafka_logging
 
 log = logging.getLogger("redrive.client")
@@ -21,18 +21,7 @@ log = logging.getLogger("redrive.client")
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 Positions = Mapping[TopicPartition, tuple[int, str | None]]
 
-
-class RawRecord(Protocol):
-    """What a poll returns: confluent-kafka's Message, or a fake with the same methods."""
-
-    def topic(self) -> str: ...
-    def partition(self) -> int: ...
-    def offset(self) -> int: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
-    def error(self) -> Any: ...
+__all__ = ["Client", "ConfluentClient", "Positions", "RawRecord", "RebalanceCallback"]
 
 
 class Client(Protocol):
@@ -75,6 +64,8 @@ def _ktp(tp: TopicPartition, offset: int = -1001, metadata: str | None = None) -
         return KTopicPartition(tp.topic, tp.partition, offset)
     return KTopicPartition(tp.topic, tp.partition, offset, metadata)
 
+
+_error = Message.error  # in C: a record's error, or None
 
 # Errors librdkafka reports through poll that are informational or retried by the client.
 _BENIGN = {KafkaError._PARTITION_EOF}
@@ -142,9 +133,8 @@ class ConfluentClient:
                     records += consume(max_records - 1, 0)
         except KafkaException as exc:
             raise ClientError(f"poll failed: {exc.args[0]}") from None
-        for r in records:
-            if r.error() is not None:  # rare: filter only when an error is present
-                return self._drop_errors(records)
+        if any(map(_error, records)):  # rare: filter only when an error is present
+            return self._drop_errors(records)
         return records
 
     def _drop_errors(self, records: list[Any]) -> list[RawRecord]:

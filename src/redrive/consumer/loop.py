@@ -70,7 +70,8 @@ class Loop:
             ConcurrentRecords(parts, client) if concurrent
             else Batches(parts) if spec.batch else Records(parts)
         )  # fmt: skip
-        self._decode = Decoder(spec.key_deserializer, spec.value_deserializer)
+        self._decode = Decoder(spec.key_deserializer, spec.value_deserializer,
+                               one_topic=len(spec.topics) == 1)  # fmt: skip
 
     @property
     def handled(self) -> int:
@@ -145,7 +146,7 @@ class Loop:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
-                dispatcher.dispatch(list(map(self._decode, records)))
+                dispatcher.dispatch(*self._decode(records))
         dispatcher.settle()
         self.committer.flush("poll")
 

@@ -3,6 +3,12 @@
 One record's path: ``gate`` (may it be handed over now?), the handler, then ``succeeded``
 or ``failed``; a record that must wait parks its partition, and the rest of the poll of that
 partition is dropped (seek retries fetch it again) or held (in-place retries).
+
+While nothing needs a check per record (no attempt state, nothing parked or recovered, no
+event subscriber, no commit per record), a poll takes the fast path: its records are
+delivered and finished in one step per partition, and only the handler runs per record.
+The first record that fails (or cannot be decoded) sends the rest of the poll down the
+path above.
 """
 
 from __future__ import annotations
@@ -10,18 +16,73 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redrive.consumer.dispatch.base import OnLoopThread, park
+from redrive.consumer.failures import Hold
+from redrive.consumer.offsets import Runs
 from redrive.consumer.pauser import Parked
+from redrive.errors import ListenerStopped
 from redrive.message import Message, TopicPartition
 
 
 class Records(OnLoopThread):
-    def dispatch(self, msgs: Sequence[Message]) -> None:
+    def dispatch(self, msgs: Sequence[Message], runs: Runs | None = None) -> None:
+        parts = self.parts
+        if parts.bus or parts.pauser.parked or parts.spec.commit.after_record:
+            self._one_at_a_time(msgs)
+        elif not parts.engine.plain():
+            self._one_at_a_time(msgs)
+        else:
+            self._fast(msgs, runs)
+
+    def _fast(self, msgs: Sequence[Message], runs: Runs | None) -> None:
+        parts = self.parts
+        runs = parts.committer.deliver_many(msgs, runs)
+        call, stopping = self._call, parts.stopping
+        i = 0
+        try:
+            for msg in msgs:
+                if msg.error is not None or stopping():
+                    break
+                call(msg)
+                i += 1
+        except BaseException as exc:
+            self._settle(msgs, i)
+            if isinstance(exc, ListenerStopped) or not isinstance(exc, Exception):
+                raise
+            failed = msgs[i]
+            hold = self.outcome(failed, exc)
+            waiting = {} if hold.delay is None else {failed.tp: (hold.delay, [failed])}
+            self._one_at_a_time(msgs[i + 1 :], delivered=True, waiting=waiting)
+            return
+        if i == len(msgs):
+            self._settle(msgs, i, runs)
+            return
+        self._settle(msgs, i)
+        if not stopping():  # an undecodable record: the gate takes it
+            self._one_at_a_time(msgs[i:], delivered=True)
+
+    def _settle(self, msgs: Sequence[Message], n: int, runs: Runs | None = None) -> None:
+        """The first `n` records of `msgs` were handled (once per poll, or at a failure);
+        `runs`: their offsets per partition when that is all of them."""
+        if n:
+            self.parts.committer.finish_many(msgs[:n] if n < len(msgs) else msgs, runs)
+            self.parts.engine.handled += n
+
+    def _one_at_a_time(
+        self,
+        msgs: Sequence[Message],
+        *,
+        delivered: bool = False,
+        waiting: dict[TopicPartition, tuple[float, list[Message]]] | None = None,
+    ) -> None:
+        """`delivered`: the records are delivered already; `waiting`: a record of the poll
+        failed already (the rest of a fast poll)."""
         parts = self.parts
         engine, committer, pauser = parts.engine, parts.committer, parts.pauser
         after_record = parts.spec.commit.after_record
-        waiting: dict[TopicPartition, tuple[float, list[Message]]] = {}
         parked, stopping = pauser.parked, parts.stopping
-        plain = engine.plain()  # nothing to check before a record: the gate can be skipped
+        # nothing to check before a record: the gate can be skipped
+        plain = waiting is None and engine.plain()
+        waiting = {} if waiting is None else waiting
         for msg in msgs:
             tp = msg.tp
             if tp in waiting:
@@ -29,8 +90,9 @@ class Records(OnLoopThread):
                 continue
             if tp in parked or stopping():
                 continue  # stale fetch of a paused partition, or stopping: not delivered
-            committer.deliver(msg)
-            hold = None if plain and msg.error is None else engine.gate(msg)
+            if not delivered:
+                committer.deliver(msg)
+            hold: Hold | None = None if plain and msg.error is None else engine.gate(msg)
             if hold is None:
                 hold = self.hand_over(msg, msg)
             if hold is not None:
