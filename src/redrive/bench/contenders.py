@@ -83,7 +83,11 @@ class Meter:
             "cpu_s": self.cpu1 - self.cpu0,
             "rss_mib": [[round(f, 2), round(m, 1)] for f, m in self.rss],
             "peak_rss_mib": round(peak_rss_mib(), 1),
+            **self.external,
         }
+
+    external: dict[str, Any] = field(default_factory=dict)
+    """Figures of a contender measured in another process (they replace this one's)."""
 
 
 def peak_rss_mib() -> float:
@@ -157,12 +161,14 @@ def _app(job: Job) -> Any:
 
 
 def _run_app(app: Any, meter: Meter) -> None:
-    app.start()
-    try:
+    """``app.run()``, as ``redrive run`` does, stopped once the meter has seen every record."""
+
+    def stop_when_done() -> None:
         meter.done.wait()
-    finally:
         app.stop()
-        app.join(120)
+
+    threading.Thread(target=stop_when_done, daemon=True).start()
+    app.run()
 
 
 def redrive_record(job: Job, meter: Meter) -> None:
@@ -279,10 +285,30 @@ def faststream_confluent(job: Job, meter: Meter) -> None:
     _faststream("faststream.confluent", job, meter)
 
 
+def java_consumer(job: Job, meter: Meter) -> None:
+    """Apache Kafka's Java consumer: ``ConsumerPerformance`` from kafka-tools (its defaults:
+    ``max.poll.records`` 500, offsets committed automatically every 5 s), in a JVM of its
+    own. CPU seconds: the JVM's, less those of a JVM that reads a single record (start-up,
+    group join)."""
+    from redrive.bench.java import consumer_performance
+
+    start = consumer_performance(job.bootstrap, job.topic, f"{job.group}-start", 1)
+    run = consumer_performance(job.bootstrap, job.topic, job.group, job.records)
+    meter.external = {
+        "records": run.records,
+        "seconds": run.seconds,
+        "records_per_s": run.records / run.seconds if run.seconds > 0 else 0.0,
+        "cpu_s": max(0.0, run.cpu_s - start.cpu_s),
+        "rss_mib": [],
+        "peak_rss_mib": round(run.peak_rss_mib, 1),
+    }
+    meter.done.set()
+
+
 Contender = Callable[[Job, Meter], None]
 
 CONTENDERS: dict[str, tuple[Contender, str | None]] = {
-    # name: (function, Python module it needs beyond redrive's own dependencies)
+    # name: (function, Python module it needs beyond redrive's own dependencies, or "java")
     "tuned": (tuned, None),
     "no-commit": (no_commit, None),
     "baseline": (baseline, None),
@@ -292,5 +318,6 @@ CONTENDERS: dict[str, tuple[Contender, str | None]] = {
     "faststream-aiokafka": (faststream_aiokafka, "faststream"),
     "faststream-confluent": (faststream_confluent, "faststream"),
     "aiokafka-getmany": (aiokafka_getmany, "aiokafka"),
+    "java-consumer": (java_consumer, "java"),
     "redrive-io": (redrive_io, None),
 }

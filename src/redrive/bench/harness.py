@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 import redrive.admin as admin
+from redrive.bench import scaling
 from redrive.bench.contenders import CONTENDERS, Job
 from redrive.errors import ClientError
 
@@ -36,7 +38,7 @@ REFERENCE = "tuned"
 
 THROUGHPUT = ["tuned", "no-commit", "baseline", "redrive-record", "redrive-batch",
               "redrive-record+bus", "faststream-aiokafka", "faststream-confluent",
-              "aiokafka-getmany"]  # fmt: skip
+              "aiokafka-getmany", "java-consumer"]  # fmt: skip
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Options:
     io_delay: float = 0.005
     io_keys: int = 1000
     io_concurrency: int = 64
+    workers_records: int = 100_000  # records per `redrive run --workers N` run (0: skip)
     timeout: float = 900.0  # per child process
 
 
@@ -61,6 +64,9 @@ class IoCase:
     ordering: str
     share: int  # reads io_records // share records (sequential is slow)
 
+
+WORKERS = (1, 2)
+"""``redrive run --workers N`` with a CPU-bound handler: these N."""
 
 IO_CASES = [
     IoCase("sequential", 1, "partition", 20),
@@ -95,11 +101,12 @@ def _run(bootstrap: str, opts: Options) -> dict[str, Any]:
     fill(bootstrap, topic, opts.records, opts.size, keys=opts.io_keys)
     if opts.io_records:
         fill(bootstrap, io_topic, opts.io_records, opts.size, keys=opts.io_keys)
-    available = [c for c in opts.contenders if _installed(c)]
-    skipped = {c: "not installed (pip install 'redrive[bench]')" for c in opts.contenders
-               if c not in available}  # fmt: skip
+    skipped = {c: why for c in opts.contenders if (why := _missing(c))}
+    available = [c for c in opts.contenders if c not in skipped]
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in available}
     io_runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in IO_CASES}
+    worker_runs: dict[int, list[dict[str, Any]]] = {n: [] for n in WORKERS}
+    spin = scaling.calibrate() if opts.workers_records else 0
     for rnd in range(opts.rounds):
         order = available if rnd % 2 == 0 else available[::-1]  # alternate the order too
         for name in order:
@@ -112,12 +119,38 @@ def _run(bootstrap: str, opts: Options) -> dict[str, Any]:
                       n, opts.max_poll_records, opts.io_delay, case.concurrency,
                       case.ordering)  # fmt: skip
             io_runs[case.name].append(run_child(job, opts.timeout))
-    return report(opts, runs, io_runs, skipped)
+        for n in WORKERS if opts.workers_records else ():
+            name = f"redrive-bench-workers-{tag}-{n}-{rnd}"
+            admin.create_topics(bootstrap, {name: opts.partitions})
+
+            def fill_it(name: str = name) -> None:
+                fill(bootstrap, name, opts.workers_records, opts.size, keys=opts.io_keys)
+
+            run = scaling.run_workers(bootstrap, name, name, n, opts.workers_records, spin, fill_it)
+            worker_runs[n].append(run)
+    result = report(opts, runs, io_runs, skipped)
+    result["workers"] = workers_report(opts, worker_runs, spin)
+    return result
 
 
-def _installed(contender: str) -> bool:
+def _missing(contender: str) -> str | None:
+    """Why `contender` cannot run here, or None."""
     needs = CONTENDERS[contender][1]
-    return needs is None or importlib.util.find_spec(needs) is not None
+    if needs == "java":
+        if shutil.which("java") is None:
+            return "no java on PATH (Java 17 or newer)"
+        if shutil.which("mvn") is None and not _tools_resolved():
+            return "no mvn on PATH (Maven resolves kafka-tools once)"
+        return None
+    if needs is None or importlib.util.find_spec(needs) is not None:
+        return None
+    return "not installed (pip install 'redrive[bench]')"
+
+
+def _tools_resolved() -> bool:
+    from redrive.bench.java import tools_resolved
+
+    return tools_resolved()
 
 
 def fill(bootstrap: str, topic: str, n: int, size: int, *, keys: int) -> None:
@@ -229,6 +262,29 @@ def report(
     }
 
 
+def workers_report(
+    opts: Options, runs: dict[int, list[dict[str, Any]]], spin: int
+) -> dict[str, Any]:
+    """`redrive run --workers N` with a CPU-bound handler: medians, and N=2 over N=1."""
+    modes: list[dict[str, Any]] = []
+    for n, results in runs.items():
+        if results:
+            modes.append({
+                "workers": n,
+                "records_per_s": round(_median([r["records_per_s"] for r in results])),
+                "cpu_s": round(_median([r["cpu_s"] for r in results]), 2),
+                "rounds": [round(r["records_per_s"]) for r in results],
+            })  # fmt: skip
+    rates = {m["workers"]: m["records_per_s"] for m in modes}
+    return {
+        "records": opts.workers_records,
+        "handler_us": scaling.TARGET_US,
+        "spin": spin,
+        "modes": modes,
+        "scaling": round(rates[2] / rates[1], 3) if rates.get(1) and 2 in rates else None,
+    }
+
+
 def _first_last(results: list[dict[str, Any]]) -> list[float] | None:
     """RSS early in the window and at its end (the median round): flat, or growing?"""
     samples = [r["rss_mib"] for r in results if r["rss_mib"]]
@@ -287,4 +343,18 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {m['mode']} | {m['records']:,} | {m['records_per_s']:,} | {m['of_ideal']} |"
             )
+    w = result.get("workers")
+    if w and w["modes"]:
+        lines += [
+            "",
+            f"`redrive run --workers N`, a record listener burning about {w['handler_us']:g} us "
+            f"of CPU per record, {w['records']:,} records per run:",
+            "",
+            "| workers | records/s | CPU s (all processes, start-up included) |",
+            "| ---: | ---: | ---: |",
+        ]
+        for m in w["modes"]:
+            lines.append(f"| {m['workers']} | {m['records_per_s']:,} | {m['cpu_s']} |")
+        if w["scaling"] is not None:
+            lines += ["", f"--workers 2 / --workers 1: {w['scaling']}"]
     return "\n".join(lines)
