@@ -87,7 +87,7 @@ class Meter:
         }
 
     external: dict[str, Any] = field(default_factory=dict)
-    """Figures of a contender measured in another process (they replace this one's)."""
+    """Figures of a contender measured elsewhere (they replace or add to this one's)."""
 
 
 def peak_rss_mib() -> float:
@@ -206,9 +206,13 @@ def redrive_io(job: Job, meter: Meter) -> None:
     app = _app(job)
     delay = job.delay
     hit = meter.hit
+    waited = [0.0, 0]  # how long the awaits took in fact, and how many
 
     async def handle(msg: Any) -> None:
+        t0 = time.perf_counter()
         await asyncio.sleep(delay)
+        waited[0] += time.perf_counter() - t0
+        waited[1] += 1
         hit(msg)
 
     app.listener(
@@ -218,6 +222,7 @@ def redrive_io(job: Job, meter: Meter) -> None:
         ordering=job.ordering,
     )(handle)
     _run_app(app, meter)
+    meter.external = {"await_s": waited[0] / max(1, waited[1])}
 
 
 # -- peers -----------------------------------------------------------------------------
