@@ -30,6 +30,8 @@ def test_bench_smoke_json_shape(kafka, capsys) -> None:
     # Apache Kafka's Java consumer: the machine that runs the broker has Java and Maven
     java = rows["java-consumer"]
     assert java["records_per_s"] > 0 and java["peak_rss_mib"] > 50 and java["cpu_s"] >= 0
+    assert java["thread_us"] is None  # in a JVM: no handling thread of ours to measure
+    assert all(rows[c]["thread_us"] > 0 for c in ("tuned", "redrive-record", "redrive-batch"))
     for r in rows.values():
         assert r["records_per_s"] > 0 and r["cpu_s"] >= 0 and r["peak_rss_mib"] > 0
         assert isinstance(r["ratio"], float)

@@ -48,6 +48,8 @@ class Meter:
     t1: float = 0.0
     cpu0: float = 0.0
     cpu1: float = 0.0
+    thread0: float = 0.0  # CPU of the thread that handles the records (the loop thread)
+    thread1: float = 0.0
     rss: list[tuple[float, float]] = field(default_factory=list)  # (fraction done, MiB)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -56,11 +58,13 @@ class Meter:
         if c == 0:
             self.t0 = time.perf_counter()
             self.cpu0 = time.process_time()
+            self.thread0 = time.thread_time()
         c += 1
         self.count = c
         if c == self.n:
             self.t1 = time.perf_counter()
             self.cpu1 = time.process_time()
+            self.thread1 = time.thread_time()
             self.done.set()
 
     def sample(self) -> None:
@@ -81,6 +85,7 @@ class Meter:
             "seconds": elapsed,
             "records_per_s": self.n / elapsed if elapsed > 0 else 0.0,
             "cpu_s": self.cpu1 - self.cpu0,
+            "thread_cpu_s": self.thread1 - self.thread0,
             "rss_mib": [[round(f, 2), round(m, 1)] for f, m in self.rss],
             "peak_rss_mib": round(peak_rss_mib(), 1),
             **self.external,
@@ -304,6 +309,7 @@ def java_consumer(job: Job, meter: Meter) -> None:
         "seconds": run.seconds,
         "records_per_s": run.records / run.seconds if run.seconds > 0 else 0.0,
         "cpu_s": max(0.0, run.cpu_s - start.cpu_s),
+        "thread_cpu_s": None,
         "rss_mib": [],
         "peak_rss_mib": round(run.peak_rss_mib, 1),
     }

@@ -201,6 +201,12 @@ def run_child(job: Job, timeout: float) -> dict[str, Any]:
     return result
 
 
+def _per_record_us(values: Sequence[float | None], records: int) -> float | None:
+    """CPU of the handling thread per record (median), in microseconds."""
+    known = [v for v in values if v is not None]
+    return round(_median(known) / records * 1e6, 3) if known and records else None
+
+
 def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
@@ -220,6 +226,7 @@ def report(
             "contender": name,
             "records_per_s": round(rate),
             "cpu_s": round(_median([r["cpu_s"] for r in results]), 2),
+            "thread_us": _per_record_us([r.get("thread_cpu_s") for r in results], opts.records),
             "peak_rss_mib": round(max(rss), 1) if rss else None,
             "rss_first_last_mib": _first_last(results),
             "ratio": round(rate / base, 3) if base else None,
@@ -279,6 +286,7 @@ def workers_report(
                 "workers": n,
                 "records_per_s": round(_median([r["records_per_s"] for r in results])),
                 "cpu_s": round(_median([r["cpu_s"] for r in results]), 2),
+            "thread_us": _per_record_us([r.get("thread_cpu_s") for r in results], opts.records),
                 "rounds": [round(r["records_per_s"]) for r in results],
             })  # fmt: skip
     rates = {m["workers"]: m["records_per_s"] for m in modes}
@@ -322,18 +330,20 @@ def table(result: dict[str, Any]) -> str:
         f"{s['records']:,} records of {s['size']} bytes on {s['partitions']} partitions, "
         f"max_poll_records {s['max_poll_records']}, median of {s['rounds']} rounds",
         "",
-        f"| contender | records/s | ratio to {REFERENCE} | CPU s | peak RSS MiB "
-        "| RSS early → end |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        f"| contender | records/s | ratio to {REFERENCE} | CPU s | handling thread us/record "
+        "| peak RSS MiB | RSS early → end |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in result["throughput"]:
         fl = r["rss_first_last_mib"]
+        thread = r.get("thread_us")
         lines.append(
             f"| {r['contender']} | {r['records_per_s']:,} | {r['ratio']} | {r['cpu_s']} | "
-            f"{r['peak_rss_mib']} | {f'{fl[0]} → {fl[1]}' if fl else '-'} |"
+            f"{'-' if thread is None else thread} | {r['peak_rss_mib']} | "
+            f"{f'{fl[0]} → {fl[1]}' if fl else '-'} |"
         )
     for name, why in result["skipped"].items():
-        lines.append(f"| {name} | skipped: {why} | | | | |")
+        lines.append(f"| {name} | skipped: {why} | | | | | |")
     io = result["io"]
     if io["modes"]:
         lines += [
