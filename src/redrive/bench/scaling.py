@@ -15,9 +15,10 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
@@ -58,20 +59,21 @@ def run_workers(
            "--workers", str(workers), "--log-level", "WARNING"]  # fmt: skip
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tempfile.TemporaryFile()  # the workers' stderr, read only if they fail
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + timeout
         while not _stable(admin, group, workers):
-            _check(proc, deadline)
+            _check(proc, log, deadline)
             time.sleep(0.05)
         fill()
         while (first := _committed(admin, group)) == 0:
-            _check(proc, deadline)
+            _check(proc, log, deadline)
             time.sleep(0.01)
         t0 = time.perf_counter()
         done = first
         while done < records:
-            _check(proc, deadline)
+            _check(proc, log, deadline)
             time.sleep(0.01)
             done = _committed(admin, group)
         elapsed = time.perf_counter() - t0
@@ -79,10 +81,11 @@ def run_workers(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.communicate(timeout=60)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+        log.close()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "workers": workers,
@@ -93,10 +96,10 @@ def run_workers(
     }
 
 
-def _check(proc: subprocess.Popen[bytes], deadline: float) -> None:
+def _check(proc: subprocess.Popen[bytes], log: IO[bytes], deadline: float) -> None:
     if proc.poll() is not None:
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        tail = " | ".join(err.strip().splitlines()[-5:])
+        log.seek(0)
+        tail = " | ".join(log.read().decode(errors="replace").strip().splitlines()[-5:])
         raise RuntimeError(f"redrive run --workers exited with {proc.returncode}: {tail}")
     if time.monotonic() > deadline:
         raise RuntimeError("redrive run --workers: the bench timed out")
