@@ -5,8 +5,9 @@ or ``failed``; a record that must wait parks its partition, and the rest of the 
 partition is dropped (seek retries fetch it again) or held (in-place retries).
 
 While nothing needs a check per record (no attempt state, nothing parked or recovered, no
-event subscriber, no commit per record), a poll takes the fast path: its records are
-delivered and finished in one step per partition, and only the handler runs per record.
+commit per record), a poll takes the fast path: its records are delivered and finished in
+one step per partition, and only the handler (and the events, if anyone listens) runs per
+record.
 The first record that fails (or cannot be decoded) sends the rest of the poll down the
 path above.
 """
@@ -20,15 +21,14 @@ from redrive.consumer.failures import Hold
 from redrive.consumer.offsets import Runs
 from redrive.consumer.pauser import Parked
 from redrive.errors import ListenerStopped
+from redrive.events import Delivered, Succeeded
 from redrive.message import Message, TopicPartition
 
 
 class Records(OnLoopThread):
     def dispatch(self, msgs: Sequence[Message], runs: Runs | None = None) -> None:
         parts = self.parts
-        if parts.bus or parts.pauser.parked or parts.spec.commit.after_record:
-            self._one_at_a_time(msgs)
-        elif not parts.engine.plain():
+        if parts.pauser.parked or parts.spec.commit.after_record or not parts.engine.plain():
             self._one_at_a_time(msgs)
         else:
             self._fast(msgs, runs)
@@ -36,14 +36,24 @@ class Records(OnLoopThread):
     def _fast(self, msgs: Sequence[Message], runs: Runs | None) -> None:
         parts = self.parts
         runs = parts.committer.deliver_many(msgs, runs)
-        call, stopping = self._call, parts.stopping
+        call, stopping, bus = self._call, parts.stopping, parts.bus
         i = 0
         try:
-            for msg in msgs:
-                if msg.error is not None or stopping():
-                    break
-                call(msg)
-                i += 1
+            if not bus:
+                for msg in msgs:
+                    if msg.error is not None or stopping():
+                        break
+                    call(msg)
+                    i += 1
+            else:  # the same, with the events the per-record path emits
+                emit, name = bus.emit, parts.spec.name
+                for msg in msgs:
+                    if msg.error is not None or stopping():
+                        break
+                    emit(Delivered(name, ((msg.tp, msg.offset, msg.attempt),)))
+                    call(msg)
+                    i += 1
+                    emit(Succeeded(name, msg.tp, msg.offset))
         except BaseException as exc:
             self._settle(msgs, i)
             if isinstance(exc, ListenerStopped) or not isinstance(exc, Exception):
