@@ -1,0 +1,198 @@
+"""Share groups (KIP-932, S1) against the real broker: members sharing one partition, a
+released record redelivered to the other member with its delivery count, a poison record
+dead-lettered then rejected at the limit, a SIGKILLed member's records back after the lock.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from redrive import admin
+from redrive.app import App
+from redrive.errors import ShareGroupsUnavailable
+from redrive.events import Acknowledged, Delivered, Recorder
+from redrive.headers import DLT_ORIGINAL_OFFSET, REDRIVE_ATTEMPTS
+from redrive.lab.child import Child
+from redrive.message import Message
+from redrive.retry.classify import Classifier
+from redrive.retry.policy import Retry
+from redrive.share import ShareGroup
+
+pytestmark = pytest.mark.integration
+
+
+def produce_one_by_one(kafka: str, topic: str, values: list[str]) -> None:
+    """One producer batch per record: the broker hands out whole batches, so records
+    written together would all go to one member."""
+    settings = {"bootstrap.servers": kafka, "batch.num.messages": 1, "linger.ms": 0}
+    acks = admin.send(settings, [(topic, None, v.encode(), None, 0) for v in values])
+    assert all(isinstance(a, tuple) for a in acks), acks
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@contextmanager
+def running(*apps: App) -> Iterator[None]:
+    for app in apps:
+        app.start()
+    try:
+        yield
+    finally:
+        for app in apps:
+            app.stop()
+        for app in apps:
+            app.join(60)
+
+
+def deliveries(rec: Recorder, offset: int) -> list[tuple[str, int]]:
+    """(member, delivery count) of each hand-over of the record at `offset`."""
+    return [(e.listener, a) for e in rec.of(Delivered) for _, o, a in e.records if o == offset]
+
+
+def accepted(rec: Recorder) -> Counter[int]:
+    return Counter(e.offset for e in rec.of(Acknowledged) if e.outcome == "accept")
+
+
+def test_s1_two_members_share_one_partition_and_a_released_record_goes_to_the_other(
+    kafka: str, make_topic: Callable[..., str], names: object
+) -> None:
+    topic = make_topic("jobs")
+    group = f"share-{topic}"
+    values = [f"r{i}" for i in range(60)]
+    rec = Recorder()
+    apps = []
+    failed_in: list[str] = []
+
+    for member in ("member-a", "member-b"):
+        app = App(kafka, group)
+        app.bus.subscribe(rec)
+
+        @app.share_listener(topic, name=member, max_poll_records=5, value_deserializer="str")
+        def handle(msg: Message, app: App = app, member: str = member) -> None:
+            time.sleep(0.05)
+            if msg.value == "r40" and msg.attempt == 1:
+                failed_in.append(member)
+                app.stop()  # this member leaves: its release must reach the other one
+                raise ConnectionError("downstream unavailable")
+
+        apps.append(app)
+    with running(*apps):
+        produce_one_by_one(kafka, topic, values)
+        wait_for(lambda: len(accepted(rec)) == len(values), "every record accepted")
+    counts = accepted(rec)
+    assert set(counts) == set(range(60)) and set(counts.values()) == {1}, counts
+    members = Counter(e.listener for e in rec.of(Delivered))
+    assert members["member-a"] > 0 and members["member-b"] > 0, members
+    other = "member-b" if failed_in == ["member-a"] else "member-a"
+    assert deliveries(rec, 40) == [(failed_in[0], 1), (other, 2)]
+    releases = [(e.listener, e.delivery) for e in rec.of(Acknowledged)
+                if e.offset == 40 and e.outcome == "release"]  # fmt: skip
+    assert releases == [(failed_in[0], 1)]
+
+
+def test_s1_poison_record_dead_lettered_then_rejected_one_delivery_before_the_limit(
+    kafka: str, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic("jobs")
+    dlt = f"{topic}-dlt"
+    values = ["ok1", "poison", "ok2", "fatal", "ok3"]
+    rec = Recorder()
+    app = App(kafka, f"share-{topic}")
+    app.bus.subscribe(rec)
+
+    @app.share_listener(
+        topic, value_deserializer="str", share_group=ShareGroup(delivery_limit=3),
+        retry=Retry(classifier=Classifier(retryable=(ConnectionError,))),
+    )  # fmt: skip
+    def handle(msg: Message) -> None:
+        if msg.value == "poison":
+            raise ConnectionError("downstream unavailable")
+        if msg.value == "fatal":
+            raise KeyError("no such customer")
+
+    with running(app):
+        admin.produce(kafka, topic, values)
+        wait_for(lambda: len(admin.read_all(kafka, dlt)) == 2, "two dead letters")
+        wait_for(lambda: len([e for e in rec.of(Acknowledged) if e.outcome == "reject"]) == 2,
+                 "two rejects")  # fmt: skip
+    assert [a for _, a in deliveries(rec, 1)] == [1, 2]  # limit 3: dead-lettered at 2
+    assert [a for _, a in deliveries(rec, 3)] == [1]  # fatal: at once
+    acks = [(e.offset, e.outcome, e.delivery) for e in rec.of(Acknowledged)]
+    assert sorted(acks) == [(0, "accept", 1), (1, "reject", 2), (1, "release", 1),
+                            (2, "accept", 1), (3, "reject", 1), (4, "accept", 1)]  # fmt: skip
+    letters = {m.value().decode(): dict(m.headers()) for m in admin.read_all(kafka, dlt)}
+    assert set(letters) == {"poison", "fatal"}
+    poison = letters["poison"]
+    assert struct.unpack(">q", poison[DLT_ORIGINAL_OFFSET])[0] == 1
+    assert poison["kafka_dlt-exception-fqcn"] == b"ConnectionError"
+    assert poison["kafka_dlt-original-consumer-group"] == f"share-{topic}".encode()
+    assert struct.unpack(">i", poison[REDRIVE_ATTEMPTS])[0] == 2
+    assert letters["fatal"]["kafka_dlt-exception-fqcn"] == b"KeyError"
+
+
+def test_s1_sigkilled_member_records_come_back_after_the_lock_and_nothing_is_lost(
+    kafka: str, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = make_topic("jobs")
+    group = f"share-{topic}"
+    values = [f"r{i}" for i in range(8)]
+    admin.produce(kafka, topic, values)
+    kwargs = {"servers": kafka, "group": group, "name": "member-a", "topic": topic,
+              "hold": "r2", "lock_duration": 2.0}  # fmt: skip
+    with Child("redrive.lab.share:holding_member", kwargs, tmp_path, name="a") as child:
+        wait_for(lambda: any(o == 2 for e in child.events() if isinstance(e, Delivered)
+                             for _, o, _ in e.records), "r2 held by member-a")  # fmt: skip
+        child.kill()
+        killed_at = time.time()
+        held = [o for e in child.events() if isinstance(e, Delivered) for _, o, _ in e.records]
+    rec = Recorder()
+    app = App(kafka, group)
+    app.bus.subscribe(rec)
+    seen: list[tuple[str, int, float]] = []
+    lock = threading.Lock()
+
+    @app.share_listener(topic, value_deserializer="str", name="member-b")
+    def handle(msg: Message) -> None:
+        with lock:
+            seen.append((msg.value, msg.attempt, time.time()))
+
+    with running(app):
+        wait_for(lambda: len(accepted(rec)) == len(values), "every record accepted by member-b")
+    assert held == [0, 1, 2]  # member-a handled r0, r1, then held r2 (its poll: r0..r4)
+    attempts = {v: a for v, a, _ in seen}
+    assert sorted(attempts) == sorted(values)  # nothing lost
+    # member-a had acquired all 8 (one producer batch is acquired whole, beyond its
+    # max_poll_records): every one comes back, delivered for the second time
+    assert [attempts[f"r{i}"] for i in range(8)] == [2] * 8
+    first_back = min(t for v, a, t in seen if a == 2)
+    assert first_back >= killed_at + 1.0  # only once the 2 s lock expired (minus slack)
+
+
+def test_s1_a_broker_without_share_groups_is_named_at_start(
+    make_topic: Callable[..., str],
+) -> None:
+    from redrive.broker import LocalKafka
+
+    with LocalKafka(features={"share.version": 0}) as broker:
+        admin.create_topics(broker.bootstrap_servers, {"jobs": 1})
+        app = App(broker.bootstrap_servers, "workers")
+
+        @app.share_listener("jobs")
+        def handle(msg: Message) -> None:
+            pass
+
+        with pytest.raises(ShareGroupsUnavailable, match="does not offer share groups"):
+            app.run(handle_signals=False)
