@@ -18,7 +18,7 @@ import pytest
 from redrive import admin
 from redrive.app import App
 from redrive.errors import ShareGroupsUnavailable
-from redrive.events import Acknowledged, Delivered, Recorder
+from redrive.events import Acknowledged, Delivered, Polled, Recorder
 from redrive.headers import DLT_ORIGINAL_OFFSET, REDRIVE_ATTEMPTS
 from redrive.lab.child import Child
 from redrive.message import Message
@@ -27,14 +27,6 @@ from redrive.retry.policy import Retry
 from redrive.share import ShareGroup
 
 pytestmark = pytest.mark.integration
-
-
-def produce_one_by_one(kafka: str, topic: str, values: list[str]) -> None:
-    """One producer batch per record: the broker hands out whole batches, so records
-    written together would all go to one member."""
-    settings = {"bootstrap.servers": kafka, "batch.num.messages": 1, "linger.ms": 0}
-    acks = admin.send(settings, [(topic, None, v.encode(), None, 0) for v in values])
-    assert all(isinstance(a, tuple) for a in acks), acks
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -90,7 +82,7 @@ def test_s1_two_members_share_one_partition_and_a_released_record_goes_to_the_ot
 
         apps.append(app)
     with running(*apps):
-        produce_one_by_one(kafka, topic, values)
+        admin.produce(kafka, topic, values, batch_each=True)
         wait_for(lambda: len(accepted(rec)) == len(values), "every record accepted")
     counts = accepted(rec)
     assert set(counts) == set(range(60)) and set(counts.values()) == {1}, counts
@@ -143,42 +135,47 @@ def test_s1_poison_record_dead_lettered_then_rejected_one_delivery_before_the_li
     assert letters["fatal"]["kafka_dlt-exception-fqcn"] == b"KeyError"
 
 
-def test_s1_sigkilled_member_records_come_back_after_the_lock_and_nothing_is_lost(
-    kafka: str, make_topic: Callable[..., str], tmp_path: Path
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_s1_records_held_by_a_dead_or_frozen_member_come_back_and_nothing_is_lost(
+    kafka: str, make_topic: Callable[..., str], tmp_path: Path, how: str
 ) -> None:
+    """SIGKILL: the broker releases the dead member's records when its connection closes.
+    SIGSTOP: the member keeps its connection and its locks; the records come back when
+    their acquisition lock (2 s here) expires, not before."""
     topic = make_topic("jobs")
     group = f"share-{topic}"
     values = [f"r{i}" for i in range(8)]
     admin.produce(kafka, topic, values)
+    lock_duration = 2.0
     kwargs = {"servers": kafka, "group": group, "name": "member-a", "topic": topic,
-              "hold": "r2", "lock_duration": 2.0}  # fmt: skip
+              "hold": "r2", "lock_duration": lock_duration}  # fmt: skip
+    rec = Recorder()
+    seen: list[tuple[str, int, float]] = []
+    lock = threading.Lock()
     with Child("redrive.lab.share:holding_member", kwargs, tmp_path, name="a") as child:
         wait_for(lambda: any(o == 2 for e in child.events() if isinstance(e, Delivered)
                              for _, o, _ in e.records), "r2 held by member-a")  # fmt: skip
-        child.kill()
-        killed_at = time.time()
+        acquired = max(e.ts for e in child.events() if isinstance(e, Polled))
+        (child.kill if how == "SIGKILL" else child.freeze)()
         held = [o for e in child.events() if isinstance(e, Delivered) for _, o, _ in e.records]
-    rec = Recorder()
-    app = App(kafka, group)
-    app.bus.subscribe(rec)
-    seen: list[tuple[str, int, float]] = []
-    lock = threading.Lock()
+        app = App(kafka, group)
+        app.bus.subscribe(rec)
 
-    @app.share_listener(topic, value_deserializer="str", name="member-b")
-    def handle(msg: Message) -> None:
-        with lock:
-            seen.append((msg.value, msg.attempt, time.time()))
+        @app.share_listener(topic, value_deserializer="str", name="member-b")
+        def handle(msg: Message) -> None:
+            with lock:
+                seen.append((msg.value, msg.attempt, time.time()))
 
-    with running(app):
-        wait_for(lambda: len(accepted(rec)) == len(values), "every record accepted by member-b")
-    assert held == [0, 1, 2]  # member-a handled r0, r1, then held r2 (its poll: r0..r4)
+        with running(app):
+            wait_for(lambda: len(accepted(rec)) == len(values), "every record accepted")
+    assert held == [0, 1, 2]  # member-a handled r0, r1, then held r2
     attempts = {v: a for v, a, _ in seen}
     assert sorted(attempts) == sorted(values)  # nothing lost
     # member-a had acquired all 8 (one producer batch is acquired whole, beyond its
     # max_poll_records): every one comes back, delivered for the second time
     assert [attempts[f"r{i}"] for i in range(8)] == [2] * 8
-    first_back = min(t for v, a, t in seen if a == 2)
-    assert first_back >= killed_at + 1.0  # only once the 2 s lock expired (minus slack)
+    if how == "SIGSTOP":
+        assert min(t for _, _, t in seen) >= acquired + lock_duration
 
 
 def test_s1_a_broker_without_share_groups_is_named_at_start(
