@@ -925,18 +925,24 @@ S = [f"s{i}" for i in range(1, 13)]
     "Share group: two members on one partition",
     contract="S1",
     story="""jobs has ONE partition holding s1..s12, each written as a producer batch of its
-    own; two members of one share group (member-1, member-2) take up to 3 records per poll
-    and need 50 ms per record. A consumer group would give the partition to one member; the
-    contract: the broker hands every record to exactly one member, both members get work,
-    and each handled record is accepted once.""",
+    own; two members of one share group (member#1, member#2) take up to 3 records per poll
+    and need 50 ms per record; the member that gets s1 holds it until the other member has
+    a record too (so the run does not depend on which member joins first). A consumer
+    group would give the partition to one member; the contract: the broker hands every
+    record to exactly one member, both members get work, and each record is accepted once.""",
 )
 def share_members(lab: Lab) -> None:
     topic = lab.topic("jobs", S, batch_each=True)
     app = lab.share_app()
 
+    def both_busy() -> bool:
+        return len({e.listener for e in lab.events(Delivered)}) == 2
+
     @app.share_listener(topic, name="member", consumers=2, max_poll_records=3)
     def handle(msg: Message) -> None:
         time.sleep(0.05)
+        if msg.value == b"s1":
+            lab.wait(both_busy, "the other member to get a record of the same partition")
 
     with lab.running(app):
         lab.wait(lambda: len(lab.acknowledged()) == len(S), "every record accepted")
