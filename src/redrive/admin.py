@@ -327,7 +327,12 @@ def produce(
     for rec in records:
         key, value = rec if isinstance(rec, tuple) else (None, rec)
         outgoing.append((topic, _bytes(key), _bytes(value), headers, partition))
-    extra = {"linger.ms": 0, "batch.num.messages": 1} if batch_each else {"linger.ms": 5}
+    # idempotence keeps the order when a batch is retried (many batches are in flight)
+    extra: dict[str, Any] = (
+        {"linger.ms": 0, "batch.num.messages": 1, "enable.idempotence": True}
+        if batch_each
+        else {"linger.ms": 5}
+    )
     acks = send(_quiet(bootstrap_servers, extra), outgoing, timeout)
     done = [a for a in acks if isinstance(a, tuple)]
     if len(done) < len(acks):

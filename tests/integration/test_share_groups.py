@@ -196,3 +196,28 @@ def test_s1_a_broker_without_share_groups_is_named_at_start(
 
         with pytest.raises(ShareGroupsUnavailable, match="does not offer share groups"):
             app.run(handle_signals=False)
+
+
+def test_the_readme_share_group_example_runs_as_written(
+    kafka: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("## Share groups (Queues for Kafka)")
+    source = readme[start:].split("```python\n", 1)[1].split("```", 1)[0]
+    admin.create_topics(kafka, {"images": 1})
+    offsets = admin.produce(kafka, "images", ["a.png", "broken.png", "b.png"], batch_each=True)
+    monkeypatch.setenv("REDRIVE_BOOTSTRAP_SERVERS", kafka)
+    rec = Recorder()
+
+    def bounded_run(self: App) -> None:
+        self.bus.subscribe(rec)
+        with running(self):
+            wait_for(lambda: len(rec.of(Acknowledged)) >= 5, "3 answers and 2 releases")
+            wait_for(lambda: len(admin.read_all(kafka, "images-dlt")) == 1, "a dead letter")
+
+    monkeypatch.setattr(App, "run", bounded_run)
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(source, "README.md", "exec"), namespace)
+    assert sorted(namespace["done"]) == ["a.png", "b.png"]  # type: ignore[call-overload]
+    broken = [(e.outcome, e.delivery) for e in rec.of(Acknowledged) if e.offset == offsets[1][1]]
+    assert broken == [("release", 1), ("release", 2), ("reject", 3)]  # limit 4: 3 handlings
