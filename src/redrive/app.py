@@ -580,7 +580,8 @@ class App:
                 member = spec.name if spec.consumers == 1 else f"{spec.name}#{i + 1}"
                 client = share_client.ShareClient(settings)
                 loops.append(ShareLoop(spec, client, limit=group.delivery_limit,
-                                       bus=self.bus, member=member))  # fmt: skip
+                                       lock=group.lock_duration, bus=self.bus,
+                                       member=member))  # fmt: skip
         except BaseException:
             for loop in loops:
                 loop.client.close()

@@ -221,3 +221,28 @@ def test_the_readme_share_group_example_runs_as_written(
     assert sorted(namespace["done"]) == ["a.png", "b.png"]  # type: ignore[call-overload]
     broken = [(e.outcome, e.delivery) for e in rec.of(Acknowledged) if e.offset == offsets[1][1]]
     assert broken == [("release", 1), ("release", 2), ("reject", 3)]  # limit 4: 3 handlings
+
+
+def test_s1_a_handler_slower_than_the_lock_loses_its_records_to_the_other_member(
+    kafka: str, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic("jobs")
+    rec = Recorder()
+    app = App(kafka, f"share-{topic}")
+    app.bus.subscribe(rec)
+
+    @app.share_listener(topic, name="m", consumers=2, value_deserializer="str",
+                        share_group=ShareGroup(lock_duration=1.0))  # fmt: skip
+    def handle(msg: Message) -> None:
+        if msg.value == "slow" and msg.attempt == 1:  # slow past the 1 s lock: the broker
+            wait_for(lambda: len(deliveries(rec, 0)) == 2, "the other member to get it")
+
+    with running(app):
+        admin.produce(kafka, topic, ["slow", "next"])  # one batch: one member gets both
+        wait_for(lambda: {e.offset for e in rec.of(Acknowledged)} == {0, 1}, "both answered")
+        wait_for(lambda: len(rec.of(Delivered)) == 3, "the slow member to finish")
+    slow, other = deliveries(rec, 0)
+    assert slow[1] == 1 and other == ("m#2" if slow[0] == "m#1" else "m#1", 2)
+    assert deliveries(rec, 1) == [other]  # not handed over by the slow member: lock expired
+    answers = [(e.listener, e.offset, e.outcome, e.delivery) for e in rec.of(Acknowledged)]
+    assert sorted(answers) == [(other[0], 0, "accept", 2), (other[0], 1, "accept", 2)]

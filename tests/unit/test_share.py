@@ -11,7 +11,7 @@ import pytest
 from redrive import App, BackOff, ConfigError, Message, Retry
 from redrive.consumer.failures import CountedFailures
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import DeliveryLimitReached
+from redrive.errors import DeliveryLimitReached, DeserializationError
 from redrive.events import EventBus
 from redrive.recover.base import Call
 from redrive.share import ShareGroup
@@ -123,3 +123,12 @@ def test_d3_a_stop_while_the_dead_letter_write_fails_releases_the_record() -> No
     failures, slept = engine(Call(broken))
     assert failures.failed(msg(1), KeyError("fatal")) == "release"
     assert len(slept) == 5
+
+
+def test_f4_an_undecodable_record_is_recovered_without_being_handled() -> None:
+    seen: list[BaseException] = []
+    failures, _ = engine(Call(lambda m, e: seen.append(e)))
+    bad = msg(1)
+    bad.error = DeserializationError("t[0]@7 could not be decoded: JSONDecodeError")
+    assert failures.gate(bad) == "reject"
+    assert seen == [bad.error]

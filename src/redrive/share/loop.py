@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redrive.consumer.decode import Decoder
@@ -44,8 +45,10 @@ class ShareLoop:
         client: ShareClient,
         *,
         limit: int,
+        lock: float = 30.0,
         bus: EventBus | None = None,
         member: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
         self.client = client
@@ -57,6 +60,9 @@ class ShareLoop:
         self._decode = Decoder(spec.key_deserializer, spec.value_deserializer)
         self._call, self._release = run_sync(spec.handler)
         self._verdicts: list[tuple[Any, Message, Verdict]] = []
+        self.lock = lock
+        self.clock = clock
+        self._expires = 0.0  # when the locks of the current poll's records expire
 
     @property
     def handled(self) -> int:
@@ -110,6 +116,7 @@ class ShareLoop:
         raws = self.client.poll(self.spec.poll_timeout)
         if not raws:
             return
+        self._expires = self.clock() + self.lock
         msgs = []
         for raw in raws:
             msg = self._decode(raw)
@@ -126,8 +133,18 @@ class ShareLoop:
         finally:
             self._settle(msgs)
 
+    def _expired(self, msg: Message) -> bool:
+        """True when `msg`'s acquisition lock expired while it waited for its turn: the
+        broker has given it to another member, so it is not handed over here (its answer
+        is ignored by the broker)."""
+        if self.clock() < self._expires:
+            return False
+        log.warning("%s: %s@%d not handed over: its %gs lock expired while the records "
+                    "before it were handled", self.name, msg.tp, msg.offset, self.lock)  # fmt: skip
+        return True
+
     def _one(self, msg: Message) -> Verdict:
-        if self._stop.is_set():
+        if self._stop.is_set() or self._expired(msg):
             return "release"
         verdict = self.engine.gate(msg)
         if verdict is not None:
@@ -149,7 +166,7 @@ class ShareLoop:
                 todo.append((raw, msg))
             else:
                 self._verdicts.append((raw, msg, verdict))
-        while todo and not self._stop.is_set():
+        while todo and not self._stop.is_set() and not self._expired(todo[0][1]):
             batch = [m for _, m in todo]
             self._delivered(batch)
             try:
@@ -174,7 +191,7 @@ class ShareLoop:
             return
 
     def _isolated(self, msg: Message) -> Verdict:
-        if self._stop.is_set():
+        if self._stop.is_set() or self._expired(msg):
             return "release"
         self._delivered([msg])
         try:
@@ -198,7 +215,13 @@ class ShareLoop:
         self._verdicts = []
         for raw, _, verdict in verdicts:
             self.client.acknowledge(raw, verdict)
+        late = self.clock() >= self._expires
         errors = self.client.commit()
+        if late:  # the broker ignores answers past the lock (the client reports no error)
+            log.warning("%s: the answers to a poll were sent after its %gs lock expired: the "
+                        "broker may have handed its records to another member (handled "
+                        "twice)", self.name, self.lock)  # fmt: skip
+            return
         for tp, err in errors.items():
             if err is not None:  # e.g. the lock expired: the broker gave them to another member
                 log.warning("%s: acknowledgements for %s not taken: %s", self.name, tp, err)
