@@ -35,17 +35,23 @@ def _fill(servers: str, records: int) -> str:
     return topic
 
 
-def _measure(app: App, records: int, *, share: bool, timeout: float = 300.0) -> float:
-    """Records/s of `app` from its first hand-over to its last outcome sent to Kafka."""
+def _measure(
+    app: App, records: int, *, share: bool, timeout: float = 300.0
+) -> tuple[float, dict[str, int]]:
+    """Records/s of `app` from its first hand-over to its last outcome sent to Kafka, and
+    the records each member was handed."""
     first: list[float] = []
+    members: dict[str, int] = {}
     done: list[float] = []
     finished = threading.Event()
     lock = threading.Lock()
 
     def on(e: Event) -> None:
         with lock:
-            if isinstance(e, Delivered) and not first:
-                first.append(e.ts)
+            if isinstance(e, Delivered):
+                members[e.listener] = members.get(e.listener, 0) + len(e.records)
+                if not first:
+                    first.append(e.ts)
             elif share and isinstance(e, Acknowledged):
                 done.append(e.ts)
             elif not share and isinstance(e, Succeeded):
@@ -61,7 +67,7 @@ def _measure(app: App, records: int, *, share: bool, timeout: float = 300.0) -> 
     finally:
         app.stop()
         app.join(60)
-    return records / (max(done) - first[0])
+    return records / (max(done) - first[0]), members
 
 
 def run(servers: str, records: int, latency: float, members: int) -> dict[str, float]:
@@ -71,13 +77,14 @@ def run(servers: str, records: int, latency: float, members: int) -> dict[str, f
     topic = _fill(servers, records)
     group_app = App(servers, f"bench-group-{topic}")
     group_app.listener(topic, name="group-member")(handler)
-    group_rate = _measure(group_app, records, share=False)
+    group_rate, _ = _measure(group_app, records, share=False)
 
     share_app = App(servers, f"bench-share-{topic}")
     share_app.share_listener(
         topic, name="share", consumers=members, max_poll_records=10, share_group=ShareGroup()
     )(handler)
-    share_rate = _measure(share_app, records, share=True)
+    share_rate, handed = _measure(share_app, records, share=True)
+    print("records handed to each share member:", ", ".join(f"{n}" for n in handed.values()))
     return {"consumer group (1 member)": group_rate, f"share group ({members} members)": share_rate,
             "ratio": share_rate / group_rate}  # fmt: skip
 
