@@ -17,7 +17,7 @@ import pytest
 
 from redrive import admin
 from redrive.app import App
-from redrive.errors import ShareGroupsUnavailable
+from redrive.errors import BatchFailed, ShareGroupsUnavailable
 from redrive.events import Acknowledged, Delivered, Polled, Recorder
 from redrive.headers import DLT_ORIGINAL_OFFSET, REDRIVE_ATTEMPTS
 from redrive.lab.child import Child
@@ -246,3 +246,66 @@ def test_s1_a_handler_slower_than_the_lock_loses_its_records_to_the_other_member
     assert deliveries(rec, 1) == [other]  # not handed over by the slow member: lock expired
     answers = [(e.listener, e.offset, e.outcome, e.delivery) for e in rec.of(Acknowledged)]
     assert sorted(answers) == [(other[0], 0, "accept", 2), (other[0], 1, "accept", 2)]
+
+
+def test_s1_batch_listener_named_and_unnamed_failures_spend_only_the_failing_delivery(
+    kafka: str, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic("jobs")
+    rec = Recorder()
+    app = App(kafka, f"share-{topic}")
+    app.bus.subscribe(rec)
+    batches: list[list[tuple[str, int]]] = []
+
+    @app.share_batch_listener(topic, name="m", max_poll_records=5, value_deserializer="str")
+    def handle(batch: list[Message]) -> None:
+        batches.append([(m.value, m.attempt) for m in batch])
+        for i, m in enumerate(batch):
+            if m.value == "b3" and m.attempt == 1:
+                raise BatchFailed(index=i) from ConnectionError("b3: downstream unavailable")
+        if len(batch) > 1 and batch[-1].value == "b5":
+            raise RuntimeError("the batch failed somewhere")  # names no record
+
+    with running(app):
+        admin.produce(kafka, topic, ["b1", "b2", "b3", "b4", "b5"])  # one poll of 5
+        wait_for(lambda: len(accepted(rec)) == 5, "every record accepted")
+    assert batches == [
+        [("b1", 1), ("b2", 1), ("b3", 1), ("b4", 1), ("b5", 1)],
+        [("b4", 1), ("b5", 1)],  # the rest, handed over again in the same delivery
+        [("b4", 1)], [("b5", 1)],  # a failure naming no record: one at a time
+        [("b3", 2)],  # the released record, delivered again
+    ]  # fmt: skip
+    answers = sorted((e.offset, e.outcome, e.delivery) for e in rec.of(Acknowledged))
+    assert answers == [(0, "accept", 1), (1, "accept", 1), (2, "accept", 2), (2, "release", 1),
+                       (3, "accept", 1), (4, "accept", 1)]  # fmt: skip
+
+
+def test_c4_sigterm_finishes_the_record_answers_and_releases_the_rest(
+    kafka: str, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = make_topic("jobs")
+    group = f"share-{topic}"
+    values = [f"r{i}" for i in range(10)]
+    admin.produce(kafka, topic, values)  # one batch: member-a acquires them all
+    kwargs = {"servers": kafka, "group": group, "name": "member-a", "topic": topic,
+              "delay": 0.2}  # fmt: skip
+    with Child("redrive.lab.share:slow_member", kwargs, tmp_path, name="a") as child:
+        wait_for(lambda: len([e for e in child.events() if isinstance(e, Delivered)]) >= 2,
+                 "member-a handling records")  # fmt: skip
+        assert child.stop(30) == 0
+        events = child.events()
+    by_a = [o for e in events if isinstance(e, Delivered) for _, o, _ in e.records]
+    answered = {e.offset: (e.outcome, e.delivery) for e in events if isinstance(e, Acknowledged)}
+    assert {o for o, (outcome, _) in answered.items() if outcome == "accept"} == set(by_a)
+    assert {o for o, (outcome, _) in answered.items() if outcome == "release"} == (
+        set(range(10)) - set(by_a)
+    )
+    rec = Recorder()
+    app = App(kafka, group)
+    app.bus.subscribe(rec)
+    app.share_listener(topic, name="member-b")(lambda msg: None)
+    with running(app):
+        wait_for(lambda: len(accepted(rec)) == 10 - len(by_a), "the released records")
+    by_b = {o: a for e in rec.of(Delivered) for _, o, a in e.records}
+    assert set(by_b) == set(range(10)) - set(by_a)  # nothing handled twice, nothing lost
+    assert set(by_b.values()) == {2}

@@ -24,3 +24,15 @@ def holding_member(
             time.sleep(120)
 
     return app
+
+
+def slow_member(servers: str, group: str, name: str, topic: str, delay: float) -> App:
+    """A share-group member that needs `delay` seconds per record (to be stopped while
+    it holds records)."""
+    app = App(servers, group)
+
+    @app.share_listener(topic, value_deserializer="str", name=name)
+    def handle(msg: Message) -> None:
+        time.sleep(delay)
+
+    return app
