@@ -20,7 +20,7 @@ def _raw(topic: str, partition: int, offset: int, **kw: object) -> ck.Message:
 def test_a_wrapped_record_shows_the_clients_fields() -> None:
     raw = _raw("orders", 2, 7, key=b"k", value=b"v", headers=[("h", b"1"), ("h", b"2")],
                timestamp=(1, 1700000000000))  # fmt: skip
-    (msg,), runs = Decoder(None, None)([raw])
+    (msg,), runs = Decoder(None, None).poll([raw])
     assert (msg.topic, msg.partition, msg.offset, msg.tp) == ("orders", 2, 7, ("orders", 2))
     assert (msg.key, msg.value, msg.raw_key, msg.raw_value) == (b"k", b"v", b"k", b"v")
     assert msg.headers == (("h", b"1"), ("h", b"2")) and msg.header("h") == b"2"
@@ -39,19 +39,19 @@ def test_a_wrapped_record_shows_the_clients_fields() -> None:
 def test_one_topic_partition_per_partition_and_offsets_per_partition_in_poll_order() -> None:
     decode = Decoder(None, None)  # records of two topics with the same partition numbers
     raws = [_raw("a", 0, 1), _raw("a", 0, 2), _raw("b", 0, 5), _raw("a", 1, 9), _raw("a", 0, 3)]
-    msgs, runs = decode(raws)
+    msgs, runs = decode.poll(raws)
     assert [(m.topic, m.partition, m.offset) for m in msgs] == [
         ("a", 0, 1), ("a", 0, 2), ("b", 0, 5), ("a", 1, 9), ("a", 0, 3)]  # fmt: skip
     assert msgs[0].tp is msgs[1].tp is msgs[4].tp and msgs[2].tp != msgs[0].tp
     assert runs == {("a", 0): [1, 2, 3], ("b", 0): [5], ("a", 1): [9]}
-    again, _ = decode([_raw("a", 0, 4)])
+    again, _ = decode.poll([_raw("a", 0, 4)])
     assert again[0].tp is msgs[0].tp  # one TopicPartition per partition, across polls
 
 
 def test_deserializers_decode_at_once_and_an_undecodable_record_carries_its_error() -> None:
     import json
 
-    msgs, _ = Decoder(None, json.loads)([_raw("t", 0, 0, value=b'{"a": 1}'),
+    msgs, _ = Decoder(None, json.loads).poll([_raw("t", 0, 0, value=b'{"a": 1}'),
                                          _raw("t", 0, 1, value=b"{bad")])  # fmt: skip
     assert msgs[0].value == {"a": 1} and msgs[0].error is None
     assert msgs[1].value == b"{bad" and "t[0]@1 could not be decoded" in str(msgs[1].error)

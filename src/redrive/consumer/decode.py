@@ -28,7 +28,11 @@ class Decoder:
             tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
         return tp
 
-    def __call__(self, records: list[RawRecord]) -> tuple[list[Message], Runs]:
+    def __call__(self, record: RawRecord) -> Message:
+        """The message of one record."""
+        return self.poll([record])[0][0]
+
+    def poll(self, records: list[RawRecord]) -> tuple[list[Message], Runs]:
         """The messages of one poll, and their offsets per partition."""
         msgs, runs = wrap(records, self.tp, one_topic=self._one_topic)
         if self.decodes:

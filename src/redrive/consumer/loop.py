@@ -146,7 +146,7 @@ class Loop:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
-                dispatcher.dispatch(*self._decode(records))
+                dispatcher.dispatch(*self._decode.poll(records))
         dispatcher.settle()
         self.committer.flush("poll")
 
