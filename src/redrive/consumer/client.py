@@ -42,8 +42,11 @@ class Client(Protocol):
         """Commit synchronously; raise ClientError on failure."""
 
     def commit_async(self, positions: Positions) -> None:
-        """Ask for a commit and return at once; a failure is logged, and the next commit
-        (positions only increase) covers it."""
+        """Ask for a commit and return at once; ``failed_commits`` reports a failure."""
+
+    def failed_commits(self) -> list[TopicPartition]:
+        """The partitions whose asynchronous commit failed since the last call (they are
+        asked for again: a partition with no new records has no next commit to cover it)."""
 
     def store(self, positions: Positions) -> None:
         """Store positions for the client's background (interval) commit."""
@@ -94,8 +97,21 @@ class ConfluentClient:
     """The Client over confluent-kafka's Consumer."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self._consumer = make_consumer(config)
+        self._consumer = make_consumer({**config, "on_commit": self._on_commit})
         self._fatal: KafkaError | None = None
+        self._failed: list[TopicPartition] = []  # asynchronous commits that failed
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[KTopicPartition]) -> None:
+        """A commit's outcome (served inside poll, on the loop thread)."""
+        failed = [p for p in partitions if err is not None or p.error is not None]
+        if failed:
+            why = err if err is not None else failed[0].error
+            log.debug("commit of %d partition(s) failed: %s (asked again)", len(failed), why)
+            self._failed.extend(TopicPartition(p.topic, p.partition) for p in failed)
+
+    def failed_commits(self) -> list[TopicPartition]:
+        failed, self._failed = self._failed, []
+        return failed
 
     def check(self, timeout: float) -> None:
         """Raise KafkaUnavailable when no broker answers a metadata request in time."""
@@ -168,8 +184,9 @@ class ConfluentClient:
         offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as exc:  # e.g. a partition revoked meanwhile: the next covers it
+        except KafkaException as exc:  # e.g. a partition revoked meanwhile
             log.debug("asynchronous commit not sent: %s", exc.args[0])
+            self._failed.extend(positions)
 
     def store(self, positions: Positions) -> None:
         offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]

@@ -161,6 +161,9 @@ class Committer:
         no window, so a new owner does not take the previous one for dead.
         """
         self.drain_acks()
+        if self._ask:  # an asynchronous commit that failed: ask for it again
+            for tp in self.client.failed_commits():
+                self._stored.pop(tp, None)
         payload: Payload = {}
         # Commits that are not waited on compare with what was asked; a waiting one (revoke,
         # stop) with what is known to be committed, so it is sent again if in doubt.
