@@ -10,8 +10,8 @@ Whatever the policy, a committed position never passes a record without a final 
     Commit.manual()            # a record is done when the handler calls msg.ack()
 
 The default per-poll commit does not wait for the broker: positions only ever increase and
-never pass an unfinished record, so a commit that fails is covered by the next one, and a
-crash can only lose the last poll's commit (those records are handled again). Commits on
+never pass an unfinished record, so a commit that fails is covered by the next one (or
+asked for again at the next poll), and a crash can only lose the last poll's commit (those records are handled again). Commits on
 revocation, on shutdown, for attempt state and for dead-letter hand-offs always wait.
 """
 
