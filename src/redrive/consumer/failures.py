@@ -206,9 +206,11 @@ class FailureHandler:
         """Bring the record to a final outcome with the recoverer, or wait and try again."""
         spec = self.spec
         state = state or Attempt(failures=1, first_failure=self.wall_clock())
+        if self.committer.defer_recovery():
+            return self._defer(msg, exc, state)
         ctx = Context(spec.name, spec.group_id, state.failures + state.interruptions,
                       state.first_failure or self.wall_clock(), self.bus, spec.kafka,
-                      state.interruptions)  # fmt: skip
+                      state.interruptions, self.committer.publisher)  # fmt: skip
         try:
             spec.recoverer.recover(msg, exc, ctx)
         except ListenerStopped:
@@ -236,6 +238,18 @@ class FailureHandler:
             return self.wait(msg, delay)
         self.committer.recovered(msg)
         return FINAL
+
+    def _defer(self, msg: Message, exc: BaseException, state: Attempt) -> Hold:
+        """Recover at the record's next delivery: its transaction is being aborted, and the
+        recovery must commit in the same transaction as the records before it."""
+        state.exhausted = True
+        state.running = False
+        state.last_error = exc
+        state.note(exc, state.limit)
+        self.committer.keep(msg, state)
+        if self.persist:
+            self.committer.commit_now(msg.tp, "attempt")
+        return self.wait(msg, 0.0)
 
     def batch_failed(self, msgs: list[Message], exc: BaseException, attempt: int) -> float | None:
         """A batch failed without naming a record: the delay before the whole batch is
