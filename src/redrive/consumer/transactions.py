@@ -143,7 +143,6 @@ class OutputCommitter(Committer):
     def _after_commit(self, payload: Payload, reason: str) -> None:
         for tp, (pos, _) in payload.items():
             self._base[tp] = pos
-        self._dropped.clear()
         super()._after_commit(payload, reason)
 
     # -- commits --------------------------------------------------------------------------
@@ -163,10 +162,16 @@ class OutputCommitter(Committer):
         super()._commit(payload, reason, sync=sync)
 
     def commit_now(self, tp: TopicPartition, reason: str = "attempt") -> None:
+        """With transactions: attempt state that must survive a crash *now* (a running mark,
+        the owner's window) is committed at once, outside the transaction, at the last
+        position a transaction committed: it moves past nothing the transaction holds."""
         if not self.transactional:
             super().commit_now(tp, reason)
-        elif self.doomed is None:  # a doomed transaction commits its state after the abort
-            self._transaction(self._changed(clean=False), reason)
+            return
+        base = self._base.get(tp)
+        if self.doomed is not None or base is None:  # then the next flush commits it
+            return
+        Committer._commit(self, {tp: (base, self._metadata(tp, base, False))}, reason, sync=True)
 
     def flush(
         self, reason: str, *, sync: bool = False, only: Sequence[TopicPartition] = ()
@@ -201,6 +206,7 @@ class OutputCommitter(Committer):
             self.doomed = str(exc)
             return
         self._committed.update(payload)
+        self._dropped.clear()
         self._after_commit(payload, reason)
 
     def _abort(self, why: str) -> None:
