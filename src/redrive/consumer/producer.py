@@ -163,6 +163,8 @@ class KafkaOutputs:
         producer = self._producer
         self._open = False
         self._call(lambda: producer.abort_transaction(self.timeout), "aborting")
+        producer.poll(0)  # the delivery reports of the purged outputs: they are gone with it
+        self._failed.clear()
 
     def _call(self, call: Callable[[], object], what: str) -> None:
         for _ in range(_RETRIES):
@@ -229,7 +231,7 @@ class _InTransaction(Publisher):
     ) -> Delivery:
         try:
             return super().publish(source, topic, partition, key, value, headers, role=role)
-        except (ProducerFenced, TransactionAborted) as exc:
+        except TransactionAborted as exc:  # ProducerFenced stops the listener
             raise RecoveryFailed(f"{role} write to {topic!r}: {exc}") from exc
 
     def forget(self) -> None:

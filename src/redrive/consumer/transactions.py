@@ -39,7 +39,7 @@ from redrive.consumer.commit import Commit
 from redrive.consumer.committer import Committer, Payload
 from redrive.consumer.producer import OutputProducer
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import CommitFailed, TransactionAborted
+from redrive.errors import CommitFailed, ProducerFenced, TransactionAborted
 from redrive.events import Aborted, EventBus
 from redrive.message import Message, TopicPartition
 from redrive.outputs import outputs_of
@@ -68,6 +68,7 @@ class OutputCommitter(Committer):
         self.transactional = outputs.transactional
         self.publisher = outputs.publisher if self.transactional else None
         self.doomed: str | None = None  # why the open transaction must be aborted
+        self.fatal: ProducerFenced | None = None  # the producer is unusable: commit nothing
         self._base: dict[TopicPartition, int] = {}  # last committed position (or first read)
         self._dropped: dict[tuple[TopicPartition, int], Attempt] = {}  # state dropped in it
 
@@ -105,6 +106,8 @@ class OutputCommitter(Committer):
         return wrapped
 
     def handler_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ProducerFenced):  # from writing an output: the listener stops
+            self.fatal = exc
         if self.transactional and self.doomed is None:
             self.doomed = f"{type(exc).__name__}: {exc}"
 
@@ -169,7 +172,7 @@ class OutputCommitter(Committer):
             super().commit_now(tp, reason)
             return
         base = self._base.get(tp)
-        if self.doomed is not None or base is None:  # then the next flush commits it
+        if self.doomed is not None or base is None or self.fatal:  # the next flush commits it
             return
         Committer._commit(self, {tp: (base, self._metadata(tp, base, False))}, reason, sync=True)
 
@@ -180,6 +183,8 @@ class OutputCommitter(Committer):
         changed position (``only`` is ignored: one transaction holds all partitions)."""
         if not self.transactional:
             super().flush(reason, sync=sync, only=only)
+            return
+        if self.fatal is not None:  # the listener is stopping with it: nothing more commits
             return
         self.drain_acks()
         if self.doomed is not None:
@@ -205,6 +210,9 @@ class OutputCommitter(Committer):
             log.warning("%s: transaction not committed, aborting it: %s", self.name, exc)
             self.doomed = str(exc)
             return
+        except ProducerFenced as exc:
+            self.fatal = exc
+            raise
         self._committed.update(payload)
         self._dropped.clear()
         self._after_commit(payload, reason)
@@ -215,6 +223,9 @@ class OutputCommitter(Committer):
             self.outputs.abort()
         except TransactionAborted as exc:  # the next transaction starts clean regardless
             log.warning("%s: aborting the transaction: %s", self.name, exc)
+        except ProducerFenced as exc:
+            self.fatal = exc
+            raise
         self._rewind(why)
 
     def _rewind(self, why: str) -> None:
