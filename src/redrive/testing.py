@@ -283,6 +283,9 @@ class FakeOutputs:
         self.staged.append(record)
         return record
 
+    def start(self) -> None:
+        pass
+
     def send(self, output: Output) -> None:
         self.stage(output.topic, output.partition, encoded(output.key), encoded(output.value),
                    list(output.headers) or None)  # fmt: skip

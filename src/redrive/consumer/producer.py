@@ -42,6 +42,10 @@ class OutputProducer(Protocol):
     def pending(self) -> bool:
         """Something was written since the last ``commit`` or ``abort``."""
 
+    def start(self) -> None:
+        """Connect now. Transactional: register the transactional id with the coordinator,
+        which fences an older producer with the same id and aborts its open transaction."""
+
     def send(self, output: Output) -> None:
         """Write `output` (in the open transaction, beginning one if none is open)."""
 
@@ -98,6 +102,9 @@ class KafkaOutputs:
             self._producer = producer
         return self._producer
 
+    def start(self) -> None:
+        self.producer()
+
     def begin(self) -> Producer:
         producer = self.producer()
         if self.transactional and not self._open:
@@ -135,6 +142,11 @@ class KafkaOutputs:
                 why = failed[0] if failed else f"{left} not acknowledged in {self.timeout:g} s"
                 raise CommitFailed(f"outputs not confirmed by the broker: {why}")
             return
+        # Delivery reports first: served inside a transactional call that fails, a callback
+        # meets the pending exception (SystemError); and a refused output dooms the commit.
+        producer.flush(self.timeout)
+        if self._failed:
+            raise TransactionAborted(f"an output was refused: {self._failed[0]}")
         if positions:
             offsets = [
                 KTopicPartition(tp.topic, tp.partition, pos, meta)

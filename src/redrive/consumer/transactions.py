@@ -292,6 +292,8 @@ def committer_for(
         prefix = commit.transactional_id or f"redrive-{spec.group_id}-{uuid.uuid4().hex[:12]}"
         txn_id = f"{prefix}.{spec.name}"
     outputs = client.outputs(spec.kafka, txn_id)
+    if txn_id is not None:  # now: fence an older instance before consuming anything
+        outputs.start()
     committer = OutputCommitter(spec.name, client, commit, bus, outputs,
                                 persist=persist, window=window)  # fmt: skip
     return committer, replace(spec, handler=committer.wrap(spec.handler))
