@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
             json.dump(summaries, out, indent=2)
             out.write("\n")
         else:
-            _table(rows, copy_of, out)
+            _table(rows, out, copy_of)
         return 0
     if args.action == "show":
         found = [
@@ -186,7 +186,8 @@ def _attempts(summary: dict[str, Any]) -> str:
     return f"{text} ({n} interrupted)" if n else text
 
 
-def _table(rows: list[Any], copy_of: dict[str, str], out: Any) -> None:
+def _table(rows: list[Any], out: Any, copy_of: dict[str, str] | None = None) -> None:
+    copy_of = copy_of or {}
     head = ("PART", "OFFSET", "DEAD-LETTERED (UTC)", "ORIGIN", "ATTEMPTS", "EXCEPTION", "MESSAGE")
     lines = [head]
     for r in rows:
