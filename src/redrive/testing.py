@@ -28,7 +28,7 @@ from redrive.consumer.client import Positions, RawRecord, RebalanceCallback
 from redrive.consumer.commit import Commit
 from redrive.consumer.loop import Loop
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import TransactionAborted
+from redrive.errors import CommitFailed, TransactionAborted
 from redrive.events import EventBus
 from redrive.message import TopicPartition
 from redrive.outputs import Output, encoded
@@ -257,7 +257,7 @@ class FakeOutputs:
 
     ``aborted`` keeps what aborted transactions held (what only a ``read_uncommitted``
     reader would see); set ``fail_next_commit`` to make the next commit fail with an
-    abortable error."""
+    abortable error (without transactions: refuses the outputs not yet confirmed)."""
 
     def __init__(self, client: FakeClient, transactional_id: str | None) -> None:
         self.client = client
@@ -293,7 +293,9 @@ class FakeOutputs:
     def commit(self, positions: Positions) -> None:
         if self.fail_next_commit is not None:
             why, self.fail_next_commit = self.fail_next_commit, None
-            raise TransactionAborted(why)
+            self.aborted += self.staged  # a transaction's are aborted; others were refused
+            self.staged = []
+            raise TransactionAborted(why) if self.transactional else CommitFailed(why)
         for r in self.staged:
             log = self.client.logs.setdefault(TopicPartition(r._topic, r._partition), [])
             r._offset = len(log)

@@ -204,3 +204,44 @@ def test_a_transaction_asked_for_the_wrong_way_names_the_fix(value: object) -> N
 def test_transactional_id_must_be_text() -> None:
     with pytest.raises(ConfigError, match="transactional_id"):
         Commit.transaction(transactional_id="")
+
+
+def test_outputs_the_broker_refuses_rewind_and_their_records_are_handled_again() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "b"])
+    seen: list[str] = []
+
+    def handle(msg: Message) -> Output:
+        seen.append(msg.value.decode())
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client)
+    loop.start()
+    producer(client).fail_next_commit = "Broker: Topic authorization failed"
+    loop.run_until_idle()
+    assert seen == ["a", "b", "a", "b"]
+    assert out_values(client) == ["a", "b"]
+    assert client.committed_position("t", 0) == 2
+
+
+def test_a_retry_topic_hop_is_written_in_the_transaction() -> None:
+    from redrive import RetryTopics
+    from redrive.topics.recoverer import ChainRecoverer
+
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "late", "c"])
+
+    def handle(msg: Message) -> Output:
+        if msg.value == b"late":
+            raise LookupError("not created yet")
+        return Output("out", value=msg.value)
+
+    chain = ChainRecoverer(RetryTopics((1.0,)), ("t",), "test-group")
+    chain.publisher = Publisher(factory=Factory(t_retry=1))  # never used in a transaction
+    loop = loop_for(handle, client, commit=Commit.transaction(), retry=Retry.none(),
+                    recoverer=chain)  # fmt: skip
+    loop.start()
+    loop.run_until_idle()
+    assert out_values(client) == ["a", "c"]
+    assert out_values(client, "t-retry") == ["late"]  # one hop, with the others' outputs
+    assert client.committed_position("t", 0) == 3
