@@ -194,3 +194,28 @@ def test_t1_a_fenced_producer_stops_its_listener_and_the_other_instance_carries_
     seen = Counter(values(read(kafka, out)))
     assert sorted(seen) == sorted(f"{i}".encode() for i in range(400))
     assert max(seen.values()) == 1
+
+
+def test_t1_retry_topic_hops_are_written_in_the_transaction(kafka, make_topic, names) -> None:
+    from redrive import RetryTopics
+
+    topic, out = make_topic(), make_topic("out")
+    admin.produce(kafka, topic, ["a", "late", "c"])
+    group = names.group()
+    app = App(kafka, group, kafka=FAST)
+    tries: list[str] = []
+
+    @app.listener(topic, commit=Commit.transaction(), retry_topics=RetryTopics((0.2,)),
+                  missing_topics="create")  # fmt: skip
+    def transform(msg: Message) -> Output:
+        tries.append(msg.topic)
+        if msg.value == b"late" and msg.topic == topic:
+            raise LookupError("not created yet")
+        return Output(out, value=msg.raw_value)
+
+    with running(app):
+        wait_for(lambda: len(read(kafka, out)) == 3, timeout=60, what="three outputs")
+        wait_for(lambda: done(kafka, group, topic), timeout=30, what="the main commit")
+    assert sorted(values(read(kafka, out))) == [b"a", b"c", b"late"]
+    assert values(read(kafka, f"{topic}-retry")) == [b"late"]  # one hop, committed once
+    assert tries.count(f"{topic}-retry") == 1
