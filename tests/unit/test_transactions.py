@@ -245,3 +245,28 @@ def test_a_retry_topic_hop_is_written_in_the_transaction() -> None:
     assert out_values(client) == ["a", "c"]
     assert out_values(client, "t-retry") == ["late"]  # one hop, with the others' outputs
     assert client.committed_position("t", 0) == 3
+
+
+def test_a_batch_failing_as_a_whole_isolates_the_poison_record_into_its_own_transaction() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "poison", "c"])
+    batches: list[list[str]] = []
+
+    def handle(batch: list[Message]) -> list[Output]:
+        values = [m.value.decode() for m in batch]
+        batches.append(values)
+        if "poison" in values:
+            raise ConnectionError("something in this batch cannot be billed")
+        return [Output("out", value=v) for v in values]
+
+    loop = loop_for(handle, client, batch=True, commit=Commit.transaction(), retry=RETRY,
+                    recoverer=dead_letter())  # fmt: skip
+    loop.start()
+    loop.run_until_idle()
+    assert out_values(client) == ["a", "c"]
+    assert out_values(client, "t-dlt") == ["poison"]
+    assert client.committed_position("t", 0) == 3
+    # three tries of the whole batch, then one record at a time up to the failing one (in
+    # a transaction that is aborted), then the batch without it, its dead letter in the same
+    # transaction
+    assert batches == [["a", "poison", "c"]] * 3 + [["a"], ["poison"], ["a", "c"]]
