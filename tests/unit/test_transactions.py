@@ -270,3 +270,22 @@ def test_a_batch_failing_as_a_whole_isolates_the_poison_record_into_its_own_tran
     # a transaction that is aborted), then the batch without it, its dead letter in the same
     # transaction
     assert batches == [["a", "poison", "c"]] * 3 + [["a"], ["poison"], ["a", "c"]]
+
+
+def test_per_record_transactions_rewind_without_skipping_the_rest_of_the_poll() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "b", "c"])
+    seen: list[str] = []
+
+    def handle(msg: Message) -> Output:
+        seen.append(msg.value.decode())
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(per_record=True))
+    loop.start()
+    producer(client).fail_next_commit = "Broker: Not coordinator"  # a's transaction
+    loop.run_until_idle()
+    assert out_values(client) == ["a", "b", "c"]
+    assert seen == ["a", "a", "b", "c"]  # b and c waited for the rewind to a
+    assert client.committed_position("t", 0) == 3
+    assert producer(client).transactions == 3

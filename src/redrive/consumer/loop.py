@@ -60,11 +60,11 @@ class Loop:
         # records an owner may be handling past its committed position: a poll's, or under
         # concurrency the in-flight bound (with room for failed records not yet settled)
         window = 2 * ConcurrentRecords.bound(spec) if concurrent else spec.max_poll_records
-        self.committer, spec = committer_for(spec, client, self.bus,
+        self.pauser = Pauser(spec.name, client, self.bus, clock)
+        self.committer, spec = committer_for(spec, client, self.bus, self.pauser,
                                              persist=persist, window=window)  # fmt: skip
         self.spec = spec  # its handler writes the outputs it returns (transactions.py)
         self.engine = FailureHandler(spec, self.committer, self.bus, wall_clock)
-        self.pauser = Pauser(spec.name, client, self.bus, clock)
         parts = Parts(spec, self.engine, self.committer, self.pauser, self.bus,
                       lambda: self._stopping)  # fmt: skip
         self.dispatcher: Dispatcher = (

@@ -37,6 +37,7 @@ from typing import Any
 from redrive.consumer.client import Client
 from redrive.consumer.commit import Commit
 from redrive.consumer.committer import Committer, Payload
+from redrive.consumer.pauser import Pauser
 from redrive.consumer.producer import OutputProducer
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import CommitFailed, ProducerFenced, TransactionAborted
@@ -59,12 +60,14 @@ class OutputCommitter(Committer):
         policy: Commit,
         bus: EventBus,
         outputs: OutputProducer,
+        pauser: Pauser,
         *,
         persist: bool,
         window: int,
     ) -> None:
         super().__init__(name, client, policy, bus, persist=persist, window=window)
         self.outputs = outputs
+        self.pauser = pauser  # rewinds partitions (and holds back the rest of their poll)
         self.transactional = outputs.transactional
         self.publisher = outputs.publisher if self.transactional else None
         self.doomed: str | None = None  # why the open transaction must be aborted
@@ -237,7 +240,10 @@ class OutputCommitter(Committer):
             if base is None or pos is None or pos <= base:
                 continue
             p.reset_to(base)
-            self.client.seek(tp, base)
+            if tp in self.pauser:  # waiting out a back-off: it resumes at `base` instead
+                self.client.seek(tp, base)
+            else:  # paused until the next step, so the rest of this poll is not handed over
+                self.pauser.park(tp, 0.0, tp, seek=base)
             rewound.append((tp, base))
             final = self._final.get(tp)
             if final:
@@ -280,7 +286,13 @@ def wants_outputs(handler: Callable[..., Any]) -> bool:
 
 
 def committer_for(
-    spec: ListenerSpec, client: Client, bus: EventBus, *, persist: bool, window: int
+    spec: ListenerSpec,
+    client: Client,
+    bus: EventBus,
+    pauser: Pauser,
+    *,
+    persist: bool,
+    window: int,
 ) -> tuple[Committer, ListenerSpec]:
     """The committer of `spec`'s loop, and the spec with its handler wrapped when outputs
     are possible (a handler not declared ``-> None``, or a transaction)."""
@@ -294,6 +306,6 @@ def committer_for(
     outputs = client.outputs(spec.kafka, txn_id)
     if txn_id is not None:  # now: fence an older instance before consuming anything
         outputs.start()
-    committer = OutputCommitter(spec.name, client, commit, bus, outputs,
+    committer = OutputCommitter(spec.name, client, commit, bus, outputs, pauser,
                                 persist=persist, window=window)  # fmt: skip
     return committer, replace(spec, handler=committer.wrap(spec.handler))
