@@ -41,7 +41,7 @@ from redrive.consumer.pauser import Pauser
 from redrive.consumer.producer import OutputProducer
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import CommitFailed, ProducerFenced, TransactionAborted
-from redrive.events import Aborted, EventBus
+from redrive.events import Aborted, EventBus, Seeked
 from redrive.message import Message, TopicPartition
 from redrive.outputs import outputs_of
 from redrive.retry.attempts import Attempt
@@ -242,6 +242,8 @@ class OutputCommitter(Committer):
             p.reset_to(base)
             if tp in self.pauser:  # waiting out a back-off: it resumes at `base` instead
                 self.client.seek(tp, base)
+                if self.bus:
+                    self.bus.emit(Seeked(self.name, tp, base))
             else:  # paused until the next step, so the rest of this poll is not handed over
                 self.pauser.park(tp, 0.0, tp, seek=base)
             rewound.append((tp, base))
