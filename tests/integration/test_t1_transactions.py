@@ -219,3 +219,39 @@ def test_t1_retry_topic_hops_are_written_in_the_transaction(kafka, make_topic, n
     assert sorted(values(read(kafka, out))) == [b"a", b"c", b"late"]
     assert values(read(kafka, f"{topic}-retry")) == [b"late"]  # one hop, committed once
     assert tries.count(f"{topic}-retry") == 1
+
+
+def test_t1_a_consumer_that_lost_its_partitions_cannot_commit_its_stale_transaction(
+    kafka, make_topic, names
+) -> None:
+    """The first consumer is stuck in a handler past max.poll.interval.ms: the group moves
+    its partition to the second, which handles everything. When the first comes back, its
+    transaction carries the old generation (KIP-447) and is refused."""
+    topic, out = make_topic(), make_topic("out")
+    admin.produce(kafka, topic, [f"m{i}" for i in range(10)])
+    group = names.group()
+    slow = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 3000}
+    stuck, free = threading.Event(), threading.Event()
+    first, second = App(kafka, group, kafka=slow), App(kafka, group, kafka=FAST)
+
+    @first.listener(topic, commit=Commit.transaction(), max_poll_records=10, name="first")
+    def transform_first(msg: Message) -> Output:
+        if not stuck.is_set():
+            stuck.set()
+            free.wait(30)
+        return Output(out, value=msg.raw_value)
+
+    @second.listener(topic, commit=Commit.transaction(), name="second")
+    def transform_second(msg: Message) -> Output:
+        return Output(out, value=msg.raw_value)
+
+    with running(first) as recorder:
+        wait_for(stuck.is_set, what="the first consumer stuck in its handler")
+        with running(second):
+            wait_for(lambda: done(kafka, group, topic), timeout=60, what="the second's commit")
+            free.set()
+            wait_for(lambda: recorder.of(Aborted), timeout=30, what="the stale transaction")
+    seen = Counter(values(read(kafka, out)))
+    assert sorted(seen) == sorted(f"m{i}".encode() for i in range(10))
+    assert max(seen.values()) == 1
+    assert len(read(kafka, out, "read_uncommitted")) >= 11  # the first's aborted outputs
