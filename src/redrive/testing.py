@@ -16,7 +16,9 @@ assert client.committed_position("orders", 0) == 3
 
 The fake keeps partition logs, fetch positions, pauses and commits in memory, assigns every
 partition of the subscribed topics on the first poll, and advances a ``FakeClock`` by the
-poll timeout when it has nothing to return, so back-offs pass without sleeping.
+poll timeout when it has nothing to return, so back-offs pass without sleeping. The outputs
+a handler returns (``redrive.Output``) go through a ``FakeOutputs`` (``client.producer``)
+into the same logs, when they are committed.
 """
 
 from __future__ import annotations
