@@ -31,7 +31,7 @@ from typing import Any
 
 import redrive.admin as admin
 from redrive.app import App
-from redrive.errors import BatchFailed
+from redrive.errors import BatchFailed, ClientError
 from redrive.events import (
     Assigned,
     BackingOff,
@@ -901,7 +901,8 @@ def transaction(lab: Lab) -> None:
     seen: dict[str, list[str]] = {}
 
     def look(when: str) -> None:
-        for isolation in ("read_committed", "read_uncommitted"):
+        isolations: tuple[admin.Isolation, ...] = ("read_committed", "read_uncommitted")
+        for isolation in isolations:
             got = [m.value().decode() for m in _read(lab.servers, out, isolation)]
             seen[f"{when}, {isolation}"] = got
             lab.note(f"{isolation} reader of invoices sees: {', '.join(got) or 'nothing'}")
@@ -936,30 +937,11 @@ def transaction(lab: Lab) -> None:
     lab.check_committed(topic, {0: 4})
 
 
-def _read(servers: str, topic: str, isolation: str) -> list[Any]:
-    """Every record of `topic` (one partition) that a reader with `isolation` sees now."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError
-    from confluent_kafka import TopicPartition as KTopicPartition
-
-    consumer = Consumer({"bootstrap.servers": servers, "group.id": "redrive-lab-peek",
-                         "enable.partition.eof": True, "isolation.level": isolation,
-                         "enable.auto.commit": False, "log_level": 3})  # fmt: skip
-    out: list[Any] = []
+def _read(servers: str, topic: str, isolation: admin.Isolation) -> list[Any]:
     try:
-        consumer.assign([KTopicPartition(topic, 0, OFFSET_BEGINNING)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            m = consumer.poll(0.2)
-            if m is None:
-                continue
-            err = m.error()
-            if err is None:
-                out.append(m)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                return out
-        raise LabFailure(f"reading {topic} ({isolation}) timed out")
-    finally:
-        consumer.close()
+        return admin.read_as(servers, topic, isolation)
+    except ClientError as exc:
+        raise LabFailure(str(exc)) from None
 
 
 def select(names: Sequence[str]) -> list[Scenario]:
