@@ -19,6 +19,7 @@ from redrive.consumer.offsets import OffsetTracker, Runs
 from redrive.errors import CommitFailed
 from redrive.events import Committed, EventBus
 from redrive.message import Message, TopicPartition
+from redrive.publish import Publisher
 from redrive.retry.attempts import Attempt, encode
 
 log = logging.getLogger("redrive.commit")
@@ -59,6 +60,17 @@ class Committer:
         self._ask = not policy.wait  # poll commits are asked for, not waited on
         self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
         self._no_states = {False: encode({}, self.window), True: encode({}, 0)}  # by `clean`
+
+    publisher: Publisher | None = None
+    """Where recoverers write instead of their own producer: a transaction's (see
+    ``transactions.py``); None here."""
+
+    def defer_recovery(self) -> bool:
+        """True when a recovery now would be lost (a doomed transaction): it waits."""
+        return False
+
+    def close(self) -> None:
+        """Release what the committer holds (a producer of outputs); nothing here."""
 
     # -- attempt state ----------------------------------------------------------------
 
@@ -200,6 +212,10 @@ class Committer:
                 return
             self._committed.update(payload)
             self._handoffs.difference_update(payload)
+        self._after_commit(payload, reason)
+
+    def _after_commit(self, payload: Payload, reason: str) -> None:
+        """Bookkeeping once `payload` was committed (or asked for)."""
         for tp, (pos, _) in payload.items():
             self.stale_marks.discard(tp)
             final = self._final.get(tp)

@@ -96,7 +96,7 @@ class OffsetTracker:
         """``deliver`` every record of one poll, partition by partition (hot path); the
         offsets of each partition (`runs`, if known already), for ``finish_many``."""
         if runs is None:
-            runs = _runs(msgs)
+            runs = runs_of(msgs)
         for tp, offsets in runs.items():
             self.of(tp).deliver_run(offsets)
         return runs
@@ -105,7 +105,7 @@ class OffsetTracker:
         """``finish`` every record of a handled batch, partition by partition (hot path);
         `runs`: what ``deliver_many`` of the same records returned."""
         partitions = self.partitions
-        for tp, offsets in (_runs(msgs) if runs is None else runs).items():
+        for tp, offsets in (runs_of(msgs) if runs is None else runs).items():
             p = partitions.get(tp)
             if p is not None:
                 p.finish_run(offsets)
@@ -122,7 +122,8 @@ class OffsetTracker:
         self.partitions.pop(tp, None)
 
 
-def _runs(msgs: Iterable[Message]) -> Runs:
+def runs_of(msgs: Iterable[Message]) -> Runs:
+    """The offsets of `msgs`, partition by partition, in their order."""
     runs: Runs = {}
     last: TopicPartition | None = None
     append = None
