@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KTopicPartition
@@ -15,6 +15,8 @@ from confluent_kafka import TopicPartition as KTopicPartition
 from redrive.errors import ClientError, CommitFailed, ConfigError, KafkaUnavailable
 from redrive.message import TopicPartition
 from redrive.observe.logs import kafka_logging
+
+T = TypeVar("T")
 
 log = logging.getLogger("redrive.client")
 
@@ -82,8 +84,14 @@ _BENIGN = {KafkaError._PARTITION_EOF}
 
 def make_consumer(config: Mapping[str, Any]) -> Consumer:
     """Build a confluent-kafka Consumer, turning a bad setting into a ConfigError."""
+    return make_client(Consumer, config)
+
+
+def make_client(factory: Callable[[dict[str, Any]], T], config: Mapping[str, Any]) -> T:
+    """Build a confluent-kafka client with `factory` (its settings' log lines go through
+    logging), turning a bad setting into a ConfigError naming it."""
     try:
-        return Consumer(kafka_logging(config))
+        return factory(kafka_logging(config))
     except KafkaException as exc:
         err = exc.args[0]
         text = err.str() if hasattr(err, "str") else str(err)
