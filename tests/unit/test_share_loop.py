@@ -315,7 +315,7 @@ def test_the_lock_counts_from_the_poll_that_acquired_the_records_held_over() -> 
 @pytest.mark.parametrize("batch", [False, True])
 def test_a_defer_releases_the_record_without_a_dead_letter(batch: bool) -> None:
     clock = Clock()
-    client = FakeShareClient([ShareRecord(1)])
+    client = FakeShareClient([ShareRecord(1, count=4)])  # a failure would be its last
     recoverer = Flaky()
 
     def handle(arg: Any) -> None:
@@ -367,3 +367,52 @@ def test_a_transient_commit_error_is_logged_and_the_listener_goes_on(
     with pytest.raises(ClientError):
         share_client(KafkaError(KafkaError._FATAL, fatal=True)).commit()
 
+
+
+# -- finding: no client left open at start ----------------------------------------------
+
+
+def test_start_leaves_no_share_or_broker_check_client_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redrive.app
+    import redrive.share.client
+    import redrive.share.group
+    from redrive import App, ConfigError
+
+    checks: list[FakeShareClient] = []
+    members: list[FakeShareClient] = []
+
+    def check_client(settings: Any) -> FakeShareClient:
+        checks.append(FakeShareClient())
+        return checks[-1]
+
+    def member_client(settings: Any) -> FakeShareClient:
+        if len(members) == 2:  # the second listener's client: a bad setting
+            raise ConfigError("kafka:x", "refused")
+        members.append(FakeShareClient())
+        return members[-1]
+
+    monkeypatch.setattr(redrive.app, "ConfluentClient", check_client)
+    monkeypatch.setattr(App, "_wait_for_brokers", lambda self, clients: True)
+    monkeypatch.setattr(App, "_ensure_topics", lambda self: [])
+    monkeypatch.setattr(redrive.share.group, "apply", lambda *a: Effective(5, LOCK, "earliest"))
+    monkeypatch.setattr(redrive.share.group, "reader", lambda *a: lambda: Effective(5, LOCK, ""))
+    monkeypatch.setattr(redrive.share.client, "ShareClient", member_client)
+
+    app = App("127.0.0.1:1", "g")
+    app.share_listener("a", consumers=2)(lambda m: None)
+    app.share_listener("b")(lambda m: None)
+    with pytest.raises(ConfigError):
+        app.start()
+    assert [c.closed for c in checks] == [True] * len(checks) and len(checks) == 2
+    assert [c.closed for c in members] == [True, True]
+
+    checks.clear()
+    members.clear()
+    app = App("127.0.0.1:1", "g")
+    app.share_listener("a")(lambda m: None)
+    monkeypatch.setattr(App, "_run_loop", lambda self, loop: None)
+    app.start()
+    app.join()
+    assert [c.closed for c in checks] == [True] and [c.closed for c in members] == [False]
