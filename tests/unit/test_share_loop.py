@@ -368,7 +368,6 @@ def test_a_transient_commit_error_is_logged_and_the_listener_goes_on(
         share_client(KafkaError(KafkaError._FATAL, fatal=True)).commit()
 
 
-
 # -- finding: no client left open at start ----------------------------------------------
 
 
