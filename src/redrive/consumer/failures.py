@@ -304,7 +304,9 @@ class CountedFailures:
       A circuit breaker that trips on a record at the limit does not keep it from its
       dead letter (``CircuitBreaker.recoverer`` writes it), then the listener stops.
 
-    ``recover_lock`` serializes recoveries when several members share one recoverer.
+    ``recover_lock`` serializes recoveries when several members share one recoverer. The
+    first failure a recoverer is told (the dead letter's first-failure header) is the time
+    of recovery: the broker counts deliveries but keeps no time of the first failure.
     """
 
     def __init__(
