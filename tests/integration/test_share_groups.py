@@ -309,3 +309,33 @@ def test_c4_sigterm_finishes_the_record_answers_and_releases_the_rest(
     by_b = {o: a for e in rec.of(Delivered) for _, o, a in e.records}
     assert set(by_b) == set(range(10)) - set(by_a)  # nothing handled twice, nothing lost
     assert set(by_b.values()) == {2}
+
+
+def test_s1_a_delivery_limit_lowered_while_running_is_applied_before_the_broker_archives(
+    kafka: str, make_topic: Callable[..., str]
+) -> None:
+    from redrive.share.group import apply
+
+    topic = make_topic("jobs")
+    group = f"share-{topic}"
+    rec = Recorder()
+    app = App(kafka, group)
+    app.bus.subscribe(rec)
+
+    @app.share_listener(
+        topic, value_deserializer="str",
+        share_group=ShareGroup(delivery_limit=5, lock_duration=2.0),
+        retry=Retry(classifier=Classifier(retryable=(ConnectionError,))),
+    )  # fmt: skip
+    def handle(msg: Message) -> None:
+        raise ConnectionError("downstream unavailable")
+
+    with running(app):
+        apply({"bootstrap.servers": kafka}, group, ShareGroup(delivery_limit=3))  # another deploy
+        wait_for(lambda: app.loops[0].limit == 3, "the lowered limit read again")
+        admin.produce(kafka, topic, ["poison"])
+        wait_for(lambda: len(admin.read_all(kafka, f"{topic}-dlt")) == 1, "a dead letter")
+        wait_for(lambda: any(e.outcome == "reject" for e in rec.of(Acknowledged)), "a reject")
+    assert [a for _, a in deliveries(rec, 0)] == [1, 2]  # limit 3: dead-lettered at 2
+    (letter,) = admin.read_all(kafka, f"{topic}-dlt")
+    assert struct.unpack(">i", dict(letter.headers())[REDRIVE_ATTEMPTS])[0] == 2

@@ -67,6 +67,7 @@ class Members:
         self.spec = spec
         self.recovering = threading.Lock()
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
         self._limit = limit
         self._lock_duration = lock
         self._read = read
@@ -106,7 +107,9 @@ class Members:
         """The delivery limit and lock duration to apply (lowest seen)."""
         if self._read is None or self._clock() < self._next_read:
             return self._limit, self._lock_duration
-        with self._lock:
+        if not self._reading.acquire(blocking=False):  # another member reads them
+            return self._limit, self._lock_duration
+        try:
             if self._clock() >= self._next_read:
                 self._next_read = self._clock() + self._lock_duration
                 try:
@@ -118,6 +121,8 @@ class Members:
                 else:
                     self._lower(group)
             return self._limit, self._lock_duration
+        finally:
+            self._reading.release()
 
     def _lower(self, group: Effective) -> None:
         if group.delivery_limit < self._limit:
@@ -132,7 +137,10 @@ class Members:
 
 
 class ShareLoop:
-    """Consumes for one member of a share group. ``run()`` blocks until ``stop()``."""
+    """Consumes for one member of a share group. ``run()`` blocks until ``stop()``.
+
+    `members` is what it shares with the listener's other members in this App; without
+    it, a member of its own with a fixed `limit` and `lock`."""
 
     def __init__(
         self,
