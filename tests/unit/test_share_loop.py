@@ -309,6 +309,24 @@ def test_the_lock_counts_from_the_poll_that_acquired_the_records_held_over() -> 
     assert client.answers == {1: "accept", 2: "accept", 3: "accept", 4: "release"}
 
 
+def test_a_steady_stream_of_full_polls_is_not_released_forever() -> None:
+    clock = Clock()
+    polls = [[ShareRecord(2 * i + 1), ShareRecord(2 * i + 2)] for i in range(4)]
+    client = FakeShareClient(*polls)
+    seen: list[int] = []
+
+    def handle(msg: Message) -> None:
+        seen.append(msg.offset)
+        clock.advance(10)
+
+    share = loop(spec(handle, Flaky(), max_poll_records=2), client, clock)
+    for _ in polls:
+        share.run_once()
+    # the third poll (at 30 s) counts from itself: what came before is past its lock anyway
+    assert seen == [1, 2, 3, 5, 6, 7]
+    assert [o for o, a in sorted(client.answers.items()) if a == "release"] == [4, 8]
+
+
 # -- finding: a Defer releases ---------------------------------------------------------
 
 

@@ -19,8 +19,9 @@ Every record of a poll goes through ``gate`` as soon as the poll returns, before
 handed over: a record at the delivery limit must get its dead letter within its lock
 (released, or left past its lock, the broker archives it), whatever happens to the records
 before it. The acquisition lock of a poll's records is counted from the start of the
-earliest poll since the client last had nothing left over: the client acquires whole
-producer batches, so a poll of ``max_poll_records`` may return records it acquired before.
+earliest poll since the client last had nothing left over (a poll of fewer than
+``max_poll_records``), at most one lock duration back: the client acquires whole producer
+batches, so a poll of ``max_poll_records`` may return records it acquired before.
 """
 
 from __future__ import annotations
@@ -229,7 +230,10 @@ class ShareLoop:
         self.engine.limit = self.limit
         began = self.clock()
         raws = self.client.poll(self.spec.poll_timeout)
-        if self._acquired is None:  # the client held nothing acquired before this poll
+        if self._acquired is None or began - self._acquired >= self.lock:
+            # the client held nothing acquired before this poll, or what it held is past its
+            # lock already (the broker gave it away): its records are counted from now, so
+            # a steady stream of full polls is not released forever
             self._acquired = began
         self._expires = self._acquired + self.lock
         if len(raws) < self.spec.max_poll_records:  # what it acquired is handed over
