@@ -9,6 +9,9 @@ RedriveError
 ├── StopTimeout(TimeoutError)      a graceful stop did not finish within the drain timeout
 ├── ClientError                    the Kafka client reported an error redrive cannot handle
 │   ├── CommitFailed               a commit was refused (rebalance, lost ownership); retried
+│   ├── TransactionAborted         a transaction had to be aborted; its poll is handled again
+│   ├── ProducerFenced             another producer took over the transactional id (fatal;
+│   │                              also a ListenerStopped: the listener stops)
 │   └── ShareGroupsUnavailable     the broker offers no share groups (KIP-932)
 ├── RecoveryFailed                 a recoverer (e.g. the dead-letter publisher) failed
 ├── HandlingInterrupted            the process died while handling a record, too often
@@ -130,6 +133,25 @@ class DeliveryLimitReached(HandlingInterrupted):
 
 class ListenerStopped(RedriveError):
     """A listener was stopped on purpose (stop recoverer, circuit breaker)."""
+
+
+class TransactionAborted(ClientError):
+    """A Kafka transaction could not be committed and was aborted (an *abortable* error:
+    the consumer lost its partitions, a write of the transaction failed, the coordinator
+    moved). Nothing of it is visible to ``read_committed`` readers; the listener rewinds its
+    partitions to the last committed positions and handles those records again. The loop
+    handles this itself; you see it in logs and events."""
+
+
+class ProducerFenced(ListenerStopped, ClientError):
+    """A *fatal* transactional producer error: the listener stops, naming the cause.
+
+    Raised when another producer started with the same ``transactional.id`` (a second
+    instance given the same ``Commit.transaction(transactional_id=...)``, or a restarted one
+    taking over from a zombie), or the broker refuses transactions (too old, or transactions
+    disabled). The open transaction is never committed: nothing of it is visible to
+    ``read_committed`` readers, and the partitions' next owner handles its records again.
+    """
 
 
 class ShareGroupsUnavailable(ClientError):

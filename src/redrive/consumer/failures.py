@@ -33,6 +33,7 @@ from redrive.errors import DeliveryLimitReached, HandlingInterrupted, ListenerSt
 from redrive.events import BackingOff, EventBus, Failed, NotDue, RecoveryRetrying, Succeeded
 from redrive.headers import attempts_of, due_ms
 from redrive.message import Message, TopicPartition
+from redrive.publish import Publisher
 from redrive.recover.base import Context, Recoverer
 from redrive.recover.breaker import CircuitBreaker
 from redrive.retry.attempts import Attempt, decode
@@ -210,10 +211,13 @@ class FailureHandler:
         """Bring the record to a final outcome with the recoverer, or wait and try again."""
         spec = self.spec
         state = state or Attempt(failures=1, first_failure=self.wall_clock())
+        if self.committer.defer_recovery():
+            return self._defer(msg, exc, state)
         try:
             first = state.first_failure or self.wall_clock()
             attempts = state.failures + state.interruptions
-            run_recoverer(spec, self.bus, msg, exc, attempts, first, state.interruptions)
+            run_recoverer(spec, self.bus, msg, exc, attempts, first, state.interruptions,
+                          self.committer.publisher)  # fmt: skip
         except ListenerStopped:
             # Stopped on purpose (Stop, circuit breaker): after a restart the record gets a
             # fresh set of attempts, for the code that presumably fixed the cause.
@@ -240,6 +244,18 @@ class FailureHandler:
         self.committer.recovered(msg)
         return FINAL
 
+    def _defer(self, msg: Message, exc: BaseException, state: Attempt) -> Hold:
+        """Recover at the record's next delivery: its transaction is being aborted, and the
+        recovery must commit in the same transaction as the records before it."""
+        state.exhausted = True
+        state.running = False
+        state.last_error = exc
+        state.note(exc, state.limit)
+        self.committer.keep(msg, state)
+        if self.persist:
+            self.committer.commit_now(msg.tp, "attempt")
+        return self.wait(msg, 0.0)
+
     def batch_failed(self, msgs: list[Message], exc: BaseException, attempt: int) -> float | None:
         """A batch failed without naming a record: the delay before the whole batch is
         tried again (attempts counted in memory), or None: isolate its records."""
@@ -264,11 +280,14 @@ class FailureHandler:
 
 def run_recoverer(spec: ListenerSpec, bus: EventBus, msg: Message, exc: BaseException,
                   attempts: int, first_failure: float, interruptions: int = 0,
+                  publisher: Publisher | None = None,
                   recoverer: Recoverer | None = None) -> None:  # fmt: skip
     """Hand `msg` to the listener's recoverer (or `recoverer`); returns when it reached a
-    final outcome (a dead letter the broker confirmed, D3), raises when it did not."""
+    final outcome (a dead letter the broker confirmed, D3), raises when it did not.
+    ``publisher``: the open transaction the recoverer writes through
+    (``Commit.transaction()``)."""
     ctx = Context(spec.name, spec.group_id, attempts, first_failure, bus, spec.kafka,
-                  interruptions)  # fmt: skip
+                  interruptions, publisher)  # fmt: skip
     (recoverer or spec.recoverer).recover(msg, exc, ctx)
 
 
@@ -374,7 +393,7 @@ class CountedFailures:
             try:
                 with self.recover_lock:
                     run_recoverer(spec, self.bus, msg, exc, msg.attempt, self.wall_clock(),
-                                  interruptions, recoverer)  # fmt: skip
+                                  interruptions, recoverer=recoverer)  # fmt: skip
                 return "reject"
             except ListenerStopped:
                 if not at_limit or not isinstance(recoverer, CircuitBreaker):
