@@ -32,6 +32,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redrive.message import Message
 
 
@@ -195,6 +197,12 @@ class BatchFailed(Exception):  # noqa: N818 - a signal, named after what happene
             self.__cause__ = cause
         where = f"index {index}" if index is not None else "the given message"
         super().__init__(f"batch failed at {where}")
+
+    def index_in(self, batch: Sequence[Message]) -> int | None:
+        """The index of the failed record in `batch`, or None when it names none of it."""
+        if self.index is not None:
+            return self.index if 0 <= self.index < len(batch) else None
+        return next((i for i, m in enumerate(batch) if m is self.message), None)
 
 
 class Defer(Exception):  # noqa: N818 - a signal

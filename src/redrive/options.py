@@ -142,7 +142,9 @@ class ShareListenerOptions:
     """Members of the share group this App runs (a thread and a client each); more members
     than partitions share the partitions' records."""
     max_poll_records: int = 500
-    """Most records one poll acquires (one batch, for a batch listener)."""
+    """Most records one poll hands over (one batch, for a batch listener). The client
+    acquires whole producer batches, so it may hold more, acquired (their locks running)
+    by an earlier poll: redrive counts their lock from that poll."""
     key_deserializer: DeserializerOption = "bytes"
     """How ``msg.key`` is decoded: "bytes" (as is), "str" (UTF-8), "json", or a function."""
     value_deserializer: DeserializerOption = "bytes"

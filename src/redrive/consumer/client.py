@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KTopicPartition
@@ -18,6 +18,8 @@ from redrive.observe.logs import kafka_logging
 
 if TYPE_CHECKING:
     from redrive.consumer.producer import OutputProducer
+
+T = TypeVar("T")
 
 log = logging.getLogger("redrive.client")
 
@@ -84,8 +86,14 @@ _BENIGN = {KafkaError._PARTITION_EOF}
 
 def make_consumer(config: Mapping[str, Any]) -> Consumer:
     """Build a confluent-kafka Consumer, turning a bad setting into a ConfigError."""
+    return make_client(Consumer, config)
+
+
+def make_client(factory: Callable[[dict[str, Any]], T], config: Mapping[str, Any]) -> T:
+    """Build a confluent-kafka client with `factory` (its settings' log lines go through
+    logging), turning a bad setting into a ConfigError naming it."""
     try:
-        return Consumer(kafka_logging(config))
+        return factory(kafka_logging(config))
     except KafkaException as exc:
         err = exc.args[0]
         text = err.str() if hasattr(err, "str") else str(err)

@@ -45,6 +45,9 @@ class ListenerContext:
     """The listener's full client settings (bootstrap servers, security), for producers."""
     handled: Callable[[], int]
     """Records the listener handled successfully so far (a plain counter, cheap to read)."""
+    share_group: bool = False
+    """True for a share listener: a record not recovered is released to the group (its
+    members), not left uncommitted."""
 
 
 class Recoverer(ABC):
