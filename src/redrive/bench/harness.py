@@ -288,7 +288,6 @@ def workers_report(
                 "workers": n,
                 "records_per_s": round(_median([r["records_per_s"] for r in results])),
                 "cpu_s": round(_median([r["cpu_s"] for r in results]), 2),
-            "thread_us": _per_record_us([r.get("thread_cpu_s") for r in results], opts.records),
                 "rounds": [round(r["records_per_s"]) for r in results],
             })  # fmt: skip
     rates = {m["workers"]: m["records_per_s"] for m in modes}
