@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from redrive import App, BackOff, BatchFailed, DeadLetter, Message, Retry, RetryTopics
-from redrive.chaos.ledger import Writer, line
+from redrive.chaos.ledger import Writer, line, lost_line
 from redrive.chaos.plan import MODES, POISON, parse
+from redrive.events import Event, Lost
 
 SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 100}
 """A SIGKILLed consumer's partitions move after 6 s (the broker's default is 45 s)."""
@@ -55,6 +56,13 @@ def build(topic: str, group: str, ledger: Path, mode: str) -> App:
         raise ValueError(f"unknown chaos mode {mode!r}: one of {', '.join(MODES)}")
     app = App(group_id=group, kafka=SESSION)
     writer = Writer(ledger)
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Lost):  # evicted: these partitions moved without a hand-over
+            now = time.time()
+            writer.write("".join(lost_line(now, tp.topic, tp.partition) for tp in event.partitions))
+
+    app.bus.subscribe(on_event)
 
     def handle(msg: Message) -> None:
         ident, error = outcome(msg)

@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import cast
 
 from redrive.broker import LocalKafka
+from redrive.broker.local import QUICK_RESTART
 from redrive.chaos import report
 from redrive.chaos.plan import MODES, Mode, Plan
 from redrive.chaos.run import Driver, Say
@@ -141,7 +144,7 @@ def _broker(say: Say) -> Iterator[tuple[str, LocalKafka | None]]:
         yield external, None
         return
     say("starting a local Kafka broker that chaos can restart ...")
-    with LocalKafka() as broker:
+    with LocalKafka(settings=QUICK_RESTART) as broker:
         yield broker.bootstrap_servers, broker
 
 
@@ -157,6 +160,19 @@ def run_chaos(args: argparse.Namespace, broker: LocalKafka | None = None) -> int
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
+    # SIGTERM unwinds like Ctrl-C: the consumers are stopped and the broker with them.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args, chosen, broker, say)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace, chosen: list[Plan], broker: LocalKafka | None, say: Say) -> int:
     command = "redrive chaos " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["chaos"] else ""
     results = []
     began = time.monotonic()

@@ -6,7 +6,10 @@ cannot lose a line the kernel accepted, so a record handled and then killed befo
 commit shows up as handled, and its second handling as a duplicate. (No fsync: chaos kills
 processes, not the machine; a power cut could lose the last lines.)
 
-A line: ``<unix time> <id> <attempt> <ok|fail> <topic> <partition> <offset>``.
+A line: ``<unix time> <id> <attempt> <ok|fail> <topic> <partition> <offset>``. A consumer
+that is told it *lost* partitions (its session expired: the group gave them to another
+member without a hand-over) writes ``<unix time> -1 0 lost <topic> <partition> -1`` for
+each: the verdict counts that as a fault, reported by the consumer itself.
 """
 
 from __future__ import annotations
@@ -26,11 +29,23 @@ class Handling:
     t: float
     ident: int
     attempt: int
-    ok: bool
+    outcome: str  # "ok", "fail", or "lost" (a lost partition: ident is -1)
     topic: str
     partition: int
     offset: int
     pid: int
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def lost(self) -> bool:
+        return self.outcome == "lost"
+
+
+def lost_line(t: float, topic: str, partition: int) -> str:
+    return f"{t:.4f} -1 0 lost {topic} {partition} -1\n"
 
 
 def line(
@@ -78,7 +93,7 @@ class Reader:
                     float(t),
                     int(ident),
                     int(attempt),
-                    outcome == b"ok",
+                    outcome.decode(),
                     topic.decode(),
                     int(partition),
                     int(offset),

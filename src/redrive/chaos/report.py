@@ -18,18 +18,22 @@ from redrive.chaos.verdict import Verdict
 from redrive.drawing import charts, page
 
 FAULT_COLORS = {
+    "evicted": "#5d4037",
     "kill": "#c62828",
     "term": "#ef6c00",
     "broker-term": "#6a1b9a",
     "broker-kill": "#6a1b9a",
 }
 FAULT_NAMES = {
+    "evicted": "evicted (partitions lost)",
     "kill": "SIGKILL",
     "term": "SIGTERM",
     "broker-term": "broker restart (SIGTERM)",
     "broker-kill": "broker restart (SIGKILL)",
 }
 BUCKETS = 240  # bars across a chart
+CHARTS = ("handled", "lag", "repeats", "retries")
+"""The charts of a run, in page order (``data-chart`` of each SVG)."""
 
 _STYLE = """
 svg.chart { display: block; width: 100%; height: auto; margin: 6px 0 14px; }
@@ -273,7 +277,7 @@ def _section(r: Result) -> str:
     per_fault = Counter(x.fault for x in v.repeats if x.fault is not None)
     faults = "".join(
         f"<tr><td class='num'>{x.t - run.began:.1f} s</td><td>{escape(FAULT_NAMES[x.kind])}</td>"
-        f"<td>{'' if x.broker else f'consumer {x.slot} (pid {x.pid})'}</td>"
+        f"<td>{_process(x)}</td>"
         f"<td class='num'>{f'{x.end - x.t:.1f} s' if x.broker else ''}</td>"
         f"<td class='num'>{per_fault.get(x, 0):,}</td></tr>"
         for x in sorted(run.faults, key=lambda x: x.t)
@@ -331,7 +335,7 @@ def html(results: Sequence[Result], *, command: str = "", total: float = 0.0) ->
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     legend = " ".join(
         f'<span style="color:{FAULT_COLORS[k]}">&#9474; {escape(FAULT_NAMES[k])}</span>'
-        for k in ("kill", "term", "broker-kill")
+        for k in ("kill", "term", "broker-kill", "evicted")
     )
     body = f"""<h1>redrive chaos: {passed} of {len(results)} runs pass</h1>
 <p class="about">Run {when}{f" with <code>{escape(command)}</code>" if command else ""} in
@@ -355,5 +359,10 @@ record was committed, and the group has committed everything. Faults on the char
     return page.document(f"redrive chaos: {passed}/{len(results)} runs pass", nav, body, _STYLE)
 
 
-def fault_name(f: Fault) -> str:
-    return FAULT_NAMES[f.kind]
+def _process(f: Fault) -> str:
+    if f.broker:
+        return ""
+    if f.kind == "evicted":
+        lost = ", ".join(f"{t}[{p}]" for t, p in f.partitions)
+        return f"pid {f.pid}: lost {escape(lost)}"
+    return f"consumer {f.slot} (pid {f.pid})"

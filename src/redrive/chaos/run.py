@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from confluent_kafka import Consumer
@@ -44,9 +44,11 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """Something the driver did to the run: ``kill`` (SIGKILL of a consumer), ``term``
+    """Something that happened to the run: ``kill`` (SIGKILL of a consumer), ``term``
     (SIGTERM), ``broker-term`` / ``broker-kill`` (a broker stop and start, from ``t`` to
-    ``until``). ``pid`` is the consumer's process id (0 for the broker)."""
+    ``until``), done by the driver; ``evicted``: a consumer reported that it lost
+    `partitions` (its session expired, typically while the broker was down). ``pid`` is the
+    consumer's process id (0 for the broker)."""
 
     t: float
     kind: str
@@ -54,6 +56,7 @@ class Fault:
     slot: int = -1
     until: float = 0.0
     note: str = ""
+    partitions: tuple[tuple[str, int], ...] = ()
 
     @property
     def end(self) -> float:
@@ -131,6 +134,7 @@ class Driver:
         self.slots = [Slot(i) for i in range(plan.consumers)]
         self.preexec = _die_with_parent()
         self._sampling = threading.Event()
+        self.reader = Reader(self.ledger)
 
     # -- the run ------------------------------------------------------------------------
 
@@ -171,6 +175,11 @@ class Driver:
             self._sampling.set()
             if sampler.is_alive():
                 sampler.join(30)
+        for h in self.reader.new():  # what the consumers wrote while they stopped
+            if h.lost:
+                self._evicted(run, h)
+            else:
+                run.handlings.append(h)
         run.samples.append(self._sample_once(watched, timeout=30.0))
         run.ended = time.time()
         run.dead_letters = read(self.servers, run.dlt, timeout=120)
@@ -215,15 +224,17 @@ class Driver:
         wanted = sum(healthy)
         done = bytearray(len(kinds))
         handled = 0
-        reader = Reader(self.ledger)
         restarts = [(n + 1) / (plan.broker_restarts + 1) for n in range(plan.broker_restarts)]
         if self.broker is None:
             restarts = []
         next_fault = time.time() + self._interval()
         deadline = time.monotonic() + plan.timeout
-        last_report = time.monotonic()
+        last_report = next_look = time.monotonic()
         while time.monotonic() < deadline:
-            for h in reader.new():
+            for h in self.reader.new():
+                if h.lost:
+                    self._evicted(run, h)
+                    continue
                 run.handlings.append(h)
                 if h.ok and not done[h.ident]:
                     done[h.ident] = 1
@@ -231,13 +242,17 @@ class Driver:
             now = time.time()
             share = handled / max(wanted, 1)
             finished = handled >= wanted
-            if finished and self._settled(run):
+            # Also look now and then: a record dead-lettered by mistake is never handled,
+            # and the verdict, not a timeout, should say so.
+            if (finished or time.monotonic() >= next_look) and self._settled(run):
                 run.settled = True
                 self.say(
                     f"every record reached its final outcome and is committed "
                     f"({now - run.began:.1f} s)"
                 )
                 return
+            if not finished and time.monotonic() >= next_look:
+                next_look = time.monotonic() + 5
             if restarts and share >= restarts[0]:
                 restarts.pop(0)
                 self._restart_broker(run, kill=(plan.broker_restarts - len(restarts)) % 2 == 0)
@@ -254,6 +269,19 @@ class Driver:
                 )
             time.sleep(TICK)
         self.say(f"the run did not settle within {plan.timeout:g} s")
+
+    def _evicted(self, run: Run, h: Handling) -> None:
+        """A lost partition a consumer reported: one fault per loss (its partitions)."""
+        last = run.faults[-1] if run.faults else None
+        tp = (h.topic, h.partition)
+        if last and last.kind == "evicted" and last.pid == h.pid and abs(last.t - h.t) < 1:
+            run.faults[-1] = replace(last, partitions=(*last.partitions, tp))
+            return
+        run.faults.append(Fault(h.t, "evicted", h.pid, partitions=(tp,)))
+        self.say(
+            f"  {h.t - run.began:6.1f} s: consumer pid {h.pid} lost its partitions "
+            "(evicted from the group)"
+        )
 
     def _interval(self) -> float:
         return self.plan.kill_every * self.rng.uniform(0.5, 1.5)

@@ -11,11 +11,15 @@ The duplicate bound (the contract's C3, as chaos checks it). A repeat ``r`` of r
 (a second or later successful handling, or a second or later dead-letter copy) is
 explained by a fault ``f`` when all three hold:
 
-1. ``f`` is a SIGKILL of a consumer process, or a broker restart (stop and start, by
-   SIGTERM or SIGKILL). A SIGTERM of a consumer explains nothing: a graceful stop commits
-   every final outcome before it leaves the group (C4, C5).
+1. ``f`` is a SIGKILL of a consumer process, a broker restart (stop and start, by SIGTERM
+   or SIGKILL), or an eviction: a consumer reported that it lost X's partition (its
+   session expired, so the group moved the partition without a hand-over; with the broker
+   down longer than the session timeout, every consumer is evicted). A SIGTERM of a
+   consumer explains nothing: a graceful stop commits every final outcome before it leaves
+   the group (C4, C5), and so does a revocation in a rebalance.
 2. ``f`` began before ``r``, and a handling ``h`` of X (any outcome) happened before ``f``
-   hit: before the SIGKILL and *in the killed process*, or before the broker was back.
+   hit: before the SIGKILL and *in the killed process*; before the eviction, in the evicted
+   process and of a partition it lost; or before the broker was back.
 3. X was not committed when ``f`` hit: the last committed position of ``h``'s partition
    read before ``f`` is at or before ``h``'s offset. So what a fault repeats is bounded by
    what the faulty owner had handled since its partition's last commit.
@@ -37,7 +41,7 @@ from redrive.chaos.plan import POISON, TRANSIENT, parse
 from redrive.chaos.run import Fault, Run, Sample
 from redrive.dlt.records import DeadLetterRecord
 
-EXPLAINING = ("kill", "broker-term", "broker-kill")
+EXPLAINING = ("kill", "broker-term", "broker-kill", "evicted")
 EXPECTED_EXCEPTION = {"pf": "ValueError", "pr": "Poisoned"}
 INTERRUPTED = "HandlingInterrupted"
 
@@ -115,6 +119,8 @@ def explain(
                 if h.t > f.end:
                     continue
             elif h.pid != f.pid or h.t > f.t:
+                continue
+            elif f.kind == "evicted" and (h.topic, h.partition) not in f.partitions:
                 continue
             if commits.before((h.topic, h.partition), f.t) <= h.offset:
                 return f
@@ -199,6 +205,7 @@ def judge(run: Run) -> Verdict:
         "successes": successes,
         "kills": sum(1 for f in faults if f.kind == "kill"),
         "terms": sum(1 for f in faults if f.kind == "term"),
+        "evictions": sum(1 for f in faults if f.kind == "evicted"),
         "broker_restarts": sum(1 for f in faults if f.broker),
         "consumer_starts": len(run.starts),
         "lost": len(v.lost),
