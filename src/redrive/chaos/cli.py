@@ -92,9 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=d.timeout,
         metavar="SECONDS",
-        help=f"fail a run that has not settled by then (default {d.timeout:g})",
+        help="fail a run that has not settled by then (default 600 + 1 s per 200 records)",
     )
     parser.add_argument("--report", default="redrive-chaos.html", help="HTML report path")
     parser.add_argument("--json", action="store_true", help="print the verdicts as JSON")
@@ -128,7 +127,7 @@ def plans(args: argparse.Namespace) -> list[Plan]:
             broker_restarts=args.broker_restarts,
             transient=args.transient,
             poison=args.poison,
-            timeout=args.timeout,
+            timeout=args.timeout or 600 + args.records / 200,
         )
         for name in names
     ]

@@ -54,7 +54,7 @@ class Plan:
     """Broker restarts, spread over the run (alternately SIGTERM and SIGKILL)."""
     transient: float = 0.01
     poison: float = 0.002
-    timeout: float = 900.0
+    timeout: float = 700.0
     """Give up (a failing verdict) when the run has not settled after this long."""
 
     def kinds(self) -> list[Kind]:
