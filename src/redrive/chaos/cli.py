@@ -177,9 +177,10 @@ def _run(args: argparse.Namespace, chosen: list[Plan], broker: LocalKafka | None
     began = time.monotonic()
     with _given(broker) if broker is not None else _broker(say) as (servers, kafka):
         for plan in chosen:
-            with _workdir(args.workdir, plan) as workdir:
-                run = Driver(plan, servers, kafka, workdir, say).run()
+            with _workdir(args.workdir, plan) as kept:
+                run = Driver(plan, servers, kafka, kept.path, say).run()
                 verdict = judge(run)
+                kept.keep = not verdict.passed
             results.append(report.Result(run, verdict))
             say(report.terminal(run, verdict))
     path = Path(args.report)
@@ -198,15 +199,26 @@ def _given(broker: LocalKafka) -> Iterator[tuple[str, LocalKafka | None]]:
     yield broker.bootstrap_servers, broker
 
 
+class _Folder:
+    def __init__(self, path: Path, keep: bool) -> None:
+        self.path = path
+        self.keep = keep
+
+
 @contextmanager
-def _workdir(folder: str | None, plan: Plan) -> Iterator[Path]:
+def _workdir(folder: str | None, plan: Plan) -> Iterator[_Folder]:
+    """The folder of a run's ledger and consumer logs: `folder`/<mode>-<seed>, or a
+    temporary one, removed unless the verdict failed (then it is kept for a look)."""
     if folder:
         path = Path(folder) / f"{plan.mode}-{plan.seed}"
         path.mkdir(parents=True, exist_ok=True)
-        yield path
+        yield _Folder(path, True)
         return
-    path = Path(tempfile.mkdtemp(prefix="redrive-chaos-"))
+    kept = _Folder(Path(tempfile.mkdtemp(prefix="redrive-chaos-")), False)
     try:
-        yield path
+        yield kept
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if kept.keep:
+            print(f"redrive chaos: ledger and consumer logs kept in {kept.path}", file=sys.stderr)
+        else:
+            shutil.rmtree(kept.path, ignore_errors=True)
