@@ -22,6 +22,8 @@ Catalogue:
   recovery is tried again after a back-off.
 - ``Skipped``: a recoverer dropped a record on purpose.
 - ``RetryHop``: a record was sent to a retry topic, due at ``due``.
+- ``Acknowledged``: a share listener's acknowledgement of a record (accept, release or
+  reject) was taken by the broker (share groups, S1); ``delivery`` is its delivery count.
 """
 
 from __future__ import annotations
@@ -171,6 +173,16 @@ class RetryHop(Event):
     topic: str
     attempt: int
     due: float
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged(Event):
+    tp: TopicPartition
+    offset: int
+    outcome: str
+    """"accept", "release" or "reject"."""
+    delivery: int
+    """The broker's delivery count of the record when it was acknowledged."""
 
 
 Subscriber = Callable[[Event], Any]
