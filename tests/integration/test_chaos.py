@@ -80,7 +80,9 @@ def test_nothing_lost_and_every_duplicate_explained(chaos_run: dict[str, Any]) -
     assert chaos_run["code"] == 0 and data["passed"] and run["passed"], run["checks"]
     assert f["records"] == 20000 and f["lost"] == 0 and f["final_lag"] == 0
     assert f["kills"] >= 1 and f["broker_restarts"] == 1
-    assert f["poison"] > 0 and f["poison_dead_lettered_once"] == f["poison"]
+    # every poison record dead-lettered; a second copy (killed between the broker's
+    # acknowledgement and the commit) is a repeat, explained like the others below
+    assert f["poison"] > 0 and f["dead_letters"] - f["extra_dead_letters"] == f["poison"]
     assert f["dead_lettered_not_poison"] == 0
     # every record was handled: successes = records handled once + the extra handlings
     assert f["successes"] == f["records"] - f["poison"] + f["extra_handlings"]
