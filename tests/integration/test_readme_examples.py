@@ -83,3 +83,20 @@ def test_listeners_example_runs(kafka, readme_topics, monkeypatch, tmp_path) -> 
     assert totals["c1"] == 10.0 and totals["c2"] == 3
     audit = (tmp_path / "audit.log").read_bytes().splitlines()
     assert b"p1" in audit and json.dumps(orders[0]).encode() in audit
+
+
+def test_exactly_once_example_runs(kafka, readme_topics, monkeypatch) -> None:
+    from collections import Counter
+
+    from .txn import read
+
+    admin.create_topics(kafka, {"invoices": 1})
+    orders = [{"customer": "e1", "amount": 10}, {"customer": "e2", "amount": -1},
+              {"customer": "e1", "amount": 5}]  # fmt: skip
+    admin.produce(kafka, "orders", [json.dumps(o) for o in orders])
+    monkeypatch.setattr(App, "run", _run_until_committed)
+    _exec(_block("## Exactly once: outputs in Kafka transactions\n"))
+    invoices = Counter(r.value() for r in read(kafka, "invoices") if r.key() in (b"e1", b"e2"))
+    assert invoices == {b'{"customer": "e1", "due": 12.0}': 1, b'{"customer": "e1", "due": 6.0}': 1}
+    dead = [r.value() for r in read(kafka, "orders-dlt")]
+    assert dead.count(json.dumps(orders[1]).encode()) == 1

@@ -19,6 +19,7 @@ from redrive.consumer.offsets import OffsetTracker
 from redrive.errors import CommitFailed
 from redrive.events import Committed, EventBus
 from redrive.message import Message, TopicPartition
+from redrive.publish import Publisher
 from redrive.retry.attempts import Attempt, encode
 
 log = logging.getLogger("redrive.commit")
@@ -58,6 +59,17 @@ class Committer:
         self._background = policy.background_interval is not None
         self._ask = not policy.wait  # poll commits are asked for, not waited on
         self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
+
+    publisher: Publisher | None = None
+    """Where recoverers write instead of their own producer: a transaction's (see
+    ``transactions.py``); None here."""
+
+    def defer_recovery(self) -> bool:
+        """True when a recovery now would be lost (a doomed transaction): it waits."""
+        return False
+
+    def close(self) -> None:
+        """Release what the committer holds (a producer of outputs); nothing here."""
 
     # -- attempt state ----------------------------------------------------------------
 
@@ -191,6 +203,10 @@ class Committer:
                 return
             self._committed.update(payload)
             self._handoffs.difference_update(payload)
+        self._after_commit(payload, reason)
+
+    def _after_commit(self, payload: Payload, reason: str) -> None:
+        """Bookkeeping once `payload` was committed (or asked for)."""
         for tp, (pos, _) in payload.items():
             self.stale_marks.discard(tp)
             final = self._final.get(tp)
