@@ -289,3 +289,28 @@ def test_per_record_transactions_rewind_without_skipping_the_rest_of_the_poll() 
     assert seen == ["a", "a", "b", "c"]  # b and c waited for the rewind to a
     assert client.committed_position("t", 0) == 3
     assert producer(client).transactions == 3
+
+
+def test_a_batch_naming_its_failed_record_writes_the_outputs_of_the_records_before_it() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "b", "c"])
+    failures = {"b": 1}
+    batches: list[list[str]] = []
+
+    def handle(batch: list[Message]) -> list[Output]:
+        batches.append([m.value.decode() for m in batch])
+        outputs = []
+        for i, msg in enumerate(batch):
+            value = msg.value.decode()
+            if failures.get(value):
+                failures[value] -= 1
+                raise BatchFailed(index=i, outputs=outputs)  # a is done: its output too
+            outputs.append(Output("out", value=value))
+        return outputs
+
+    loop = loop_for(handle, client, batch=True, retry=RETRY)
+    loop.start()
+    loop.run_until_idle()
+    assert batches == [["a", "b", "c"], ["b", "c"]]  # a committed after the first call
+    assert out_values(client) == ["a", "b", "c"]
+    assert client.committed_position("t", 0) == 3

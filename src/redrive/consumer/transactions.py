@@ -40,7 +40,13 @@ from redrive.consumer.committer import Committer, Payload
 from redrive.consumer.pauser import Pauser
 from redrive.consumer.producer import OutputProducer
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import CommitFailed, ProducerFenced, TransactionAborted
+from redrive.errors import (
+    BatchFailed,
+    CommitFailed,
+    Defer,
+    ProducerFenced,
+    TransactionAborted,
+)
 from redrive.events import Aborted, EventBus, Seeked
 from redrive.message import Message, TopicPartition
 from redrive.outputs import outputs_of
@@ -92,6 +98,10 @@ class OutputCommitter(Committer):
             async def wrapped_async(arg: Any) -> None:
                 try:
                     take(await handler(arg))
+                except (BatchFailed, Defer) as signal:  # the records before it are done
+                    take(signal.outputs)
+                    failed(signal)
+                    raise
                 except BaseException as exc:
                     failed(exc)
                     raise
@@ -102,6 +112,10 @@ class OutputCommitter(Committer):
         def wrapped(arg: Any) -> None:
             try:
                 take(handler(arg))
+            except (BatchFailed, Defer) as signal:  # the records before it are done
+                take(signal.outputs)
+                failed(signal)
+                raise
             except BaseException as exc:
                 failed(exc)
                 raise
