@@ -211,6 +211,18 @@ class Publisher:
             raise RecoveryFailed(f"{role} write to {topic!r} failed: {err}") from None
         return write
 
+    @property
+    def unsettled(self) -> bool:
+        """A write was sent but ``publish`` gave up waiting for its acknowledgement: it may
+        still be delivered (in a transaction: it is in the open one)."""
+        return bool(self._pending)
+
+    def forget(self) -> None:
+        """The writes not acknowledged are gone (their transaction was aborted): the next
+        ``publish`` for their records writes them again."""
+        with self._lock:
+            self._pending.clear()
+
     def close(self) -> None:
         """Wait for what is in flight (up to ``timeout``) and drop the producer; a later
         ``publish`` creates a new one with the same settings."""

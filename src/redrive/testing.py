@@ -259,7 +259,8 @@ class FakeOutputs:
 
     ``aborted`` keeps what aborted transactions held (what only a ``read_uncommitted``
     reader would see); set ``fail_next_commit`` to make the next commit fail with an
-    abortable error (without transactions: refuses the outputs not yet confirmed)."""
+    abortable error (without transactions: refuses the outputs not yet confirmed), and
+    ``withhold_acks`` to make the next dead-letter or retry-hop writes wait in vain."""
 
     def __init__(self, client: FakeClient, transactional_id: str | None) -> None:
         self.client = client
@@ -271,7 +272,9 @@ class FakeOutputs:
         self.fail_next_commit: str | None = None
         self.closed = False
         self._open = False
-        self.publisher = Publisher(factory=lambda _settings: _FakeProducer(self))  # type: ignore[arg-type,return-value]
+        self.withhold_acks = 0  # publisher flushes (dead letters, hops) that confirm nothing
+        self._producer = _FakeProducer(self)
+        self.publisher = Publisher(factory=lambda _settings: self._producer)  # type: ignore[arg-type,return-value]
         self.publisher.start({})
 
     @property
@@ -313,6 +316,8 @@ class FakeOutputs:
         self.aborted += self.staged
         self.staged = []
         self._open = False
+        self._producer._acks.clear()  # purged with the transaction
+        self.publisher.forget()
 
     def close(self) -> None:
         self.abort()
@@ -339,6 +344,9 @@ class _FakeProducer:
         self._acks.append((kwargs["on_delivery"], record))
 
     def flush(self, timeout: float = -1) -> int:
+        if self.outputs.withhold_acks:  # not acknowledged in time
+            self.outputs.withhold_acks -= 1
+            return len(self._acks)
         for on_delivery, record in self._acks:
             on_delivery(None, record)
         self._acks.clear()

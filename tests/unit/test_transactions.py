@@ -314,3 +314,28 @@ def test_a_batch_naming_its_failed_record_writes_the_outputs_of_the_records_befo
     assert batches == [["a", "b", "c"], ["b", "c"]]  # a committed after the first call
     assert out_values(client) == ["a", "b", "c"]
     assert client.committed_position("t", 0) == 3
+
+
+def test_a_dead_letter_not_acknowledged_in_time_is_aborted_never_committed_before_its_record() -> (
+    None
+):
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "poison", "c"])
+
+    def handle(msg: Message) -> Output:
+        if msg.value == b"poison":
+            raise ConnectionError("billing service down")
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(), retry=Retry.none(),
+                    recoverer=dead_letter())  # fmt: skip
+    producer(client).withhold_acks = 1  # the first dead-letter write times out
+    loop.start()
+    for _ in range(200):
+        loop.run_once()
+        if out_values(client, "t-dlt"):  # never visible without the position past it
+            assert (client.committed_position("t", 0) or 0) >= 2
+    assert out_values(client, "t-dlt") == ["poison"]
+    assert [r.value() for r in producer(client).aborted].count(b"poison") == 1
+    assert out_values(client) == ["a", "c"]
+    assert client.committed_position("t", 0) == 3

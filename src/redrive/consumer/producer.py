@@ -255,11 +255,6 @@ class _InTransaction(Publisher):
         except TransactionAborted as exc:  # ProducerFenced stops the listener
             raise RecoveryFailed(f"{role} write to {topic!r}: {exc}") from exc
 
-    def forget(self) -> None:
-        """The transaction was aborted: writes not acknowledged in it are gone with it."""
-        with self._lock:
-            self._pending.clear()
-
     def close(self) -> None:
         with self._lock:
             self._pending.clear()

@@ -221,6 +221,12 @@ class OutputCommitter(Committer):
     def _transaction(self, payload: Payload, reason: str) -> None:
         if not payload and not self.outputs.pending:
             return
+        if self.publisher is not None and self.publisher.unsettled:
+            # A dead letter or retry hop the broker did not acknowledge in time is in the
+            # open transaction, its record not finished: committing would make it visible
+            # with the positions before its record.
+            self.doomed = self.doomed or "a dead-letter or retry write was not acknowledged"
+            return
         try:
             self.outputs.commit(payload)
         except TransactionAborted as exc:
