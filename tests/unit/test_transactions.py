@@ -4,6 +4,10 @@ transactions held, and the committed positions."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
 
 from redrive import App, BackOff, BatchFailed, Commit, ConfigError, Message, Output, Retry
@@ -339,3 +343,51 @@ def test_a_dead_letter_not_acknowledged_in_time_is_aborted_never_committed_befor
     assert [r.value() for r in producer(client).aborted].count(b"poison") == 1
     assert out_values(client) == ["a", "c"]
     assert client.committed_position("t", 0) == 3
+
+
+class _Producer:
+    """What ``KafkaOutputs`` asks of confluent-kafka's Producer, without transactions;
+    `during_flush` runs inside ``flush`` (another handler thread writing meanwhile)."""
+
+    made = 0
+
+    def __init__(self, _settings: dict[str, object]) -> None:
+        time.sleep(0.05)  # a slow start: a second thread arrives meanwhile
+        type(self).made += 1
+        self.queued: list[tuple[object, ...]] = []
+        self.during_flush: Callable[[], None] | None = None
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        self.queued.append(args)
+
+    def flush(self, timeout: float = -1) -> int:
+        self.queued.clear()
+        if self.during_flush is not None:
+            self.during_flush, during = None, self.during_flush
+            during()  # written after the flush took its records: still queued
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+
+def test_outputs_of_concurrent_handlers_share_one_producer_and_all_are_confirmed() -> None:
+    from redrive.consumer.producer import KafkaOutputs
+
+    _Producer.made = 0
+    outputs = KafkaOutputs({}, None, lambda: None, factory=_Producer)  # type: ignore[arg-type]
+    threads = [
+        threading.Thread(target=outputs.send, args=(Output("out", value=str(i)),)) for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _Producer.made == 1
+    made = outputs.producer()
+    assert isinstance(made, _Producer)
+    made.during_flush = lambda: outputs.send(Output("out", value="late"))
+    outputs.commit({})
+    assert outputs.pending  # "late" is not confirmed: the next commit waits for it
+    outputs.commit({})
+    assert not outputs.pending

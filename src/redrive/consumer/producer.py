@@ -11,6 +11,7 @@ fatal ones (fenced, unsupported) to ``ProducerFenced``, the others to
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -86,36 +87,41 @@ class KafkaOutputs:
             self._settings["on_delivery"] = self._delivered
         self._factory = factory
         self._producer: Producer | None = None
-        self._open = False
-        self._sent = 0  # outputs since the last commit or abort
+        self._open = False  # outputs written since the last commit (with transactions: open)
+        self._lock = threading.RLock()  # handlers on several threads (concurrency > 1)
         self._failed: list[str] = []  # delivery errors since the last commit or abort
         self._publisher = _InTransaction(self, timeout)
         self.publisher: Publisher = self._publisher
 
     @property
     def pending(self) -> bool:
-        return self._sent > 0 or self._open
+        # Without transactions, also what another thread wrote while a commit flushed: the
+        # producer counts what it has not had confirmed.
+        producer = self._producer
+        return self._open or (producer is not None and len(producer) > 0)
 
     def producer(self) -> Producer:
         """The producer, created (and registered with the transaction coordinator, which
         fences an older producer with the same transactional id) on first use."""
-        if self._producer is None:
-            producer = self._factory(dict(self._settings))
-            if self.transactional:
-                self._call(lambda: producer.init_transactions(self.timeout), "init")
-            self._producer = producer
-        return self._producer
+        with self._lock:
+            if self._producer is None:
+                producer = self._factory(dict(self._settings))
+                if self.transactional:
+                    self._call(lambda: producer.init_transactions(self.timeout), "init")
+                self._producer = producer
+            return self._producer
 
     def start(self) -> None:
         self.producer()
 
     def begin(self) -> Producer:
-        producer = self.producer()
-        if not self._open:
-            if self.transactional:
-                self._call(producer.begin_transaction, "begin")
-            self._open = True  # without transactions: outputs written since the last commit
-        return producer
+        with self._lock:
+            producer = self.producer()
+            if not self._open:
+                if self.transactional:
+                    self._call(producer.begin_transaction, "begin")
+                self._open = True
+            return producer
 
     def send(self, output: Output) -> None:
         producer = self._producer if self._open else None
@@ -134,7 +140,6 @@ class KafkaOutputs:
             producer.produce(*args, **kwargs)
         except KafkaException as exc:
             self._raise(exc.args[0], f"writing to {output.topic!r}")
-        self._sent += 1
 
     def _delivered(self, err: Any, msg: Any) -> None:
         """Without transactions: the report of an output the broker refused."""
@@ -144,8 +149,10 @@ class KafkaOutputs:
     def commit(self, positions: Positions) -> None:
         producer = self.begin()
         if not self.transactional:
+            with self._lock:  # what is written from now on waits for the next commit
+                self._open = False
             left = producer.flush(self.timeout)
-            failed, self._failed, self._sent, self._open = self._failed, [], 0, False
+            failed, self._failed = self._failed, []
             if left or failed:
                 why = failed[0] if failed else f"{left} not acknowledged in {self.timeout:g} s"
                 raise CommitFailed(f"outputs not confirmed by the broker: {why}")
@@ -169,14 +176,12 @@ class KafkaOutputs:
             )
         self._call(lambda: producer.commit_transaction(self.timeout), "committing")
         self._open = False
-        self._sent = 0
         if self._failed:  # cannot happen: a failed write fails the commit; say so if it does
             log.error("outputs failed in a committed transaction: %s", self._failed)
         self._failed.clear()
 
     def abort(self) -> None:
         self._publisher.forget()
-        self._sent = 0
         self._failed.clear()
         if not self._open or self._producer is None or not self.transactional:
             self._open = False
