@@ -259,7 +259,8 @@ class FakeOutputs:
 
     ``aborted`` keeps what aborted transactions held (what only a ``read_uncommitted``
     reader would see); set ``fail_next_commit`` to make the next commit fail with an
-    abortable error (without transactions: refuses the outputs not yet confirmed), and
+    abortable error (without transactions: refuses the outputs not yet confirmed),
+    ``fail_next_send`` to make the next output's write fail with one, and
     ``withhold_acks`` to make the next dead-letter or retry-hop writes wait in vain."""
 
     def __init__(self, client: FakeClient, transactional_id: str | None) -> None:
@@ -270,6 +271,7 @@ class FakeOutputs:
         self.aborted: list[FakeRecord] = []
         self.transactions = 0  # committed
         self.fail_next_commit: str | None = None
+        self.fail_next_send: str | None = None
         self.closed = False
         self._open = False
         self.withhold_acks = 0  # publisher flushes (dead letters, hops) that confirm nothing
@@ -292,6 +294,9 @@ class FakeOutputs:
         pass
 
     def send(self, output: Output) -> None:
+        if self.fail_next_send is not None:  # Kafka refused it (an abortable error)
+            why, self.fail_next_send = self.fail_next_send, None
+            raise TransactionAborted(f"writing to {output.topic!r}: {why}")
         self.stage(output.topic, output.partition, encoded(output.key), encoded(output.value),
                    list(output.headers) or None)  # fmt: skip
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from redrive import App, BackOff, BatchFailed, Commit, ConfigError, Message, Output, Retry
-from redrive.events import Aborted, DeadLettered, Recorder
+from redrive.events import Aborted, DeadLettered, Failed, Recorder
 from redrive.message import TopicPartition
 from redrive.publish import Publisher
 from redrive.recover import DeadLetter
@@ -391,3 +391,28 @@ def test_outputs_of_concurrent_handlers_share_one_producer_and_all_are_confirmed
     assert outputs.pending  # "late" is not confirmed: the next commit waits for it
     outputs.commit({})
     assert not outputs.pending
+
+
+def test_kafka_refusing_an_output_in_a_transaction_aborts_it_counting_no_attempt() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "b"])
+    recorder = Recorder()
+    attempts: list[tuple[str, int]] = []
+
+    def handle(msg: Message) -> Output:
+        attempts.append((msg.value.decode(), msg.attempt))
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(),
+                    retry=Retry.seek(BackOff.fixed(1.0, max_attempts=1)),
+                    recoverer=dead_letter())  # fmt: skip
+    loop.bus.subscribe(recorder)
+    producer(client).fail_next_send = "Broker: Not enough replicas"
+    loop.start()
+    loop.run_until_idle()
+    assert out_values(client) == ["a", "b"]
+    assert out_values(client, "t-dlt") == []  # one attempt allowed, none used up
+    assert not recorder.of(Failed)
+    assert {n for _, n in attempts} == {1}
+    assert len(recorder.of(Aborted)) == 1
+    assert client.committed_position("t", 0) == 2

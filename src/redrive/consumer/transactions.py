@@ -86,18 +86,14 @@ class OutputCommitter(Committer):
     def wrap(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """`handler`, writing the outputs it returns; with transactions, its raising dooms
         the open transaction (what it wrote before is aborted with it)."""
-        send, failed = self.outputs.send, self.handler_failed
-
-        def take(result: object) -> None:
-            for output in outputs_of(result):
-                send(output)
+        take, failed = self.take, self.handler_failed
 
         if inspect.iscoroutinefunction(handler):
 
             @functools.wraps(handler)
             async def wrapped_async(arg: Any) -> None:
                 try:
-                    take(await handler(arg))
+                    result = await handler(arg)
                 except (BatchFailed, Defer) as signal:  # the records before it are done
                     take(signal.outputs)
                     failed(signal)
@@ -105,13 +101,14 @@ class OutputCommitter(Committer):
                 except BaseException as exc:
                     failed(exc)
                     raise
+                take(result)
 
             return wrapped_async
 
         @functools.wraps(handler)
         def wrapped(arg: Any) -> None:
             try:
-                take(handler(arg))
+                result = handler(arg)
             except (BatchFailed, Defer) as signal:  # the records before it are done
                 take(signal.outputs)
                 failed(signal)
@@ -119,8 +116,27 @@ class OutputCommitter(Committer):
             except BaseException as exc:
                 failed(exc)
                 raise
+            take(result)
 
         return wrapped
+
+    def take(self, result: object) -> None:
+        """Write the outputs in a handler's `result`. With transactions, Kafka refusing one
+        (an abortable error) is no failure of the handler: the transaction is doomed, and
+        its abort hands the record over again, counting no attempt."""
+        try:
+            for output in outputs_of(result):
+                self.outputs.send(output)
+        except TransactionAborted as exc:
+            if not self.transactional:
+                self.handler_failed(exc)
+                raise
+            log.warning("%s: writing an output failed, aborting the transaction: %s",
+                        self.name, exc)  # fmt: skip
+            self.doomed = self.doomed or f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:
+            self.handler_failed(exc)
+            raise
 
     def handler_failed(self, exc: BaseException) -> None:
         if isinstance(exc, ProducerFenced):  # from writing an output: the listener stops
