@@ -416,3 +416,27 @@ def test_kafka_refusing_an_output_in_a_transaction_aborts_it_counting_no_attempt
     assert {n for _, n in attempts} == {1}
     assert len(recorder.of(Aborted)) == 1
     assert client.committed_position("t", 0) == 2
+
+
+def test_a_producer_fenced_during_recovery_stops_the_listener_keeping_the_attempts() -> None:
+    from redrive.errors import ProducerFenced
+    from redrive.recover.base import Context, Recoverer
+
+    class Fenced(Recoverer):
+        def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
+            raise ProducerFenced("fenced while beginning the transaction")
+
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["poison"])
+
+    def handle(msg: Message) -> Output:
+        raise ConnectionError("down")
+
+    loop = loop_for(handle, client, commit=Commit.transaction(),
+                    retry=Retry.seek(BackOff.fixed(1.0, max_attempts=2)),
+                    recoverer=Fenced())  # fmt: skip
+    loop.start()
+    with pytest.raises(ProducerFenced):
+        loop.run_until_idle()
+    _, metadata = client.committed_log[-1][T0]
+    assert metadata is not None and '"f":2' in metadata  # the next owner recovers it at once
