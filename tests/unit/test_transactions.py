@@ -440,3 +440,21 @@ def test_a_producer_fenced_during_recovery_stops_the_listener_keeping_the_attemp
         loop.run_until_idle()
     _, metadata = client.committed_log[-1][T0]
     assert metadata is not None and '"f":2' in metadata  # the next owner recovers it at once
+
+
+def test_a_revocation_keeps_the_window_of_the_partitions_the_consumer_keeps() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "revoke"])
+    client.add("t", ["b"], partition=1)
+
+    def handle(msg: Message) -> Output:
+        if msg.value == b"revoke":
+            client.revoke([TopicPartition("t", 1)])  # t[0] stays: a's position is committed
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction())
+    loop.start()
+    loop.run_until_idle()
+    kept = [commit[T0] for commit in client.committed_log if T0 in commit]
+    assert (1, W3) in kept  # committed at the revocation, still owned: not a clean hand-over
+    assert all(metadata == W3 for _, metadata in kept)

@@ -213,7 +213,8 @@ class OutputCommitter(Committer):
         self, reason: str, *, sync: bool = False, only: Sequence[TopicPartition] = ()
     ) -> None:
         """With transactions: abort a doomed transaction and rewind, then commit every
-        changed position (``only`` is ignored: one transaction holds all partitions)."""
+        changed position (one transaction holds all partitions; ``only`` names those
+        handed over, whose metadata is clean)."""
         if not self.transactional:
             super().flush(reason, sync=sync, only=only)
             return
@@ -222,14 +223,18 @@ class OutputCommitter(Committer):
         self.drain_acks()
         if self.doomed is not None:
             self._abort(self.doomed)
-        self._transaction(self._changed(clean=sync), reason)
+        # A hand-over is clean (no window) for the partitions given up (`only`) or, at a
+        # stop, for all; the partitions kept keep their window.
+        clean = set(only) if only else None
+        self._transaction(self._changed(clean=clean if sync else set()), reason)
         if self.doomed is not None:  # the commit itself failed: abort and rewind now
             self._abort(self.doomed)
 
-    def _changed(self, *, clean: bool) -> Payload:
+    def _changed(self, *, clean: set[TopicPartition] | None) -> Payload:
+        """The positions that changed; `clean`: the partitions handed over (None: all)."""
         payload: Payload = {}
         for tp, pos in self.tracker.positions().items():
-            entry = (pos, self._metadata(tp, pos, clean))
+            entry = (pos, self._metadata(tp, pos, clean is None or tp in clean))
             if self._committed.get(tp) != entry:
                 payload[tp] = entry
         return payload
