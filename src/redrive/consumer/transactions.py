@@ -80,6 +80,8 @@ class OutputCommitter(Committer):
         self.fatal: ProducerFenced | None = None  # the producer is unusable: commit nothing
         self._base: dict[TopicPartition, int] = {}  # last committed position (or first read)
         self._dropped: dict[tuple[TopicPartition, int], Attempt] = {}  # state dropped in it
+        if not self.window:  # no ``_go_live`` to note a partition's first position
+            self.deliver = self._deliver_noting_base  # type: ignore[method-assign]
 
     # -- the handler's side ---------------------------------------------------------------
 
@@ -87,6 +89,8 @@ class OutputCommitter(Committer):
         """`handler`, writing the outputs it returns; with transactions, its raising dooms
         the open transaction (what it wrote before is aborted with it)."""
         take, failed = self.take, self.handler_failed
+        if not self.transactional and not inspect.iscoroutinefunction(handler):
+            return self._wrap_plain(handler)
 
         if inspect.iscoroutinefunction(handler):
 
@@ -117,6 +121,22 @@ class OutputCommitter(Committer):
                 failed(exc)
                 raise
             take(result)
+
+        return wrapped
+
+    def _wrap_plain(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Without transactions: a handler returning None costs one check."""
+        take = self.take
+
+        @functools.wraps(handler)
+        def wrapped(arg: Any) -> None:
+            try:
+                result = handler(arg)
+            except (BatchFailed, Defer) as signal:  # the records before it are done
+                take(signal.outputs)
+                raise
+            if result is not None:
+                take(result)
 
         return wrapped
 
@@ -151,18 +171,29 @@ class OutputCommitter(Committer):
 
     # -- bookkeeping a transaction may have to undo ----------------------------------------
 
-    def deliver(self, msg: Message) -> None:
+    # A partition's first position (until a commit) is its first delivered offset. With an
+    # owner's window it is noted when the window is first committed (``_go_live``, once per
+    # partition); without, per delivered record.
+
+    def _deliver_noting_base(self, msg: Message) -> None:
         if msg.tp not in self._base:
             self._base[msg.tp] = msg.offset
-        super().deliver(msg)
+        Committer.deliver(self, msg)
 
     def deliver_many(self, msgs: Iterable[Message]) -> None:
-        msgs = msgs if isinstance(msgs, Sequence) else list(msgs)
-        base = self._base
-        for m in msgs:
-            if m.tp not in base:
-                base[m.tp] = m.offset
         super().deliver_many(msgs)
+        if not self.window and not self._base.keys() >= self.tracker.partitions.keys():
+            self._note_bases()
+
+    def _go_live(self) -> None:
+        self._note_bases()
+        super()._go_live()
+
+    def _note_bases(self) -> None:
+        base = self._base
+        for tp, p in self.tracker.partitions.items():
+            if tp not in base and (pos := p.position()) is not None:
+                base[tp] = pos
 
     def drop_state(self, msg: Message) -> None:
         if self.transactional:
