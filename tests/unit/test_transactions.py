@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from redrive import App, BackOff, BatchFailed, Commit, ConfigError, Message, Output, Retry
 from redrive.events import Aborted, DeadLettered, Failed, Recorder
@@ -458,3 +459,53 @@ def test_a_revocation_keeps_the_window_of_the_partitions_the_consumer_keeps() ->
     kept = [commit[T0] for commit in client.committed_log if T0 in commit]
     assert (1, W3) in kept  # committed at the revocation, still owned: not a clean hand-over
     assert all(metadata == W3 for _, metadata in kept)
+
+
+class _TxnProducer(_Producer):
+    """A transactional producer whose commit times out `timeouts` times (retriable)."""
+
+    def __init__(self, settings: dict[str, object]) -> None:
+        super().__init__(settings)
+        self.calls: list[str] = []
+        self.timeouts = 0
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self.calls.append("commit")
+        if self.timeouts:
+            self.timeouts -= 1
+            time.sleep(min(timeout, 0.02))
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self.calls.append("abort")
+
+    def poll(self, timeout: float = -1) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("timeouts", [2, 1000])
+def test_a_commit_that_times_out_is_retried_never_aborted_within_one_deadline(
+    timeouts: int,
+) -> None:
+    from redrive.consumer.producer import KafkaOutputs
+    from redrive.errors import ProducerFenced
+
+    outputs = KafkaOutputs({}, "txn", lambda: None, timeout=0.3, factory=_TxnProducer)  # type: ignore[arg-type]
+    outputs.send(Output("out", value="a"))
+    made = outputs.producer()
+    assert isinstance(made, _TxnProducer)
+    made.timeouts = timeouts
+    if timeouts == 2:  # the coordinator answers in time: committed
+        outputs.commit({})
+        assert made.calls == ["init", "begin", "commit", "commit", "commit"]
+        return
+    with pytest.raises(ProducerFenced, match="outcome is unknown"):
+        outputs.commit({})  # it may be committing: not aborted, the listener stops
+    assert "abort" not in made.calls
+    assert made.timeouts > 0  # stopped at the deadline, not after a count of retries

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -27,7 +28,6 @@ from redrive.publish import PRODUCER_DEFAULTS, Delivery, Header, Publisher, prod
 log = logging.getLogger("redrive.producer")
 
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-_RETRIES = 5  # retriable errors of one transactional call before giving up on the transaction
 
 
 class OutputProducer(Protocol):
@@ -107,7 +107,7 @@ class KafkaOutputs:
             if self._producer is None:
                 producer = self._factory(dict(self._settings))
                 if self.transactional:
-                    self._call(lambda: producer.init_transactions(self.timeout), "init")
+                    self._call(producer.init_transactions, "init")
                 self._producer = producer
             return self._producer
 
@@ -119,7 +119,7 @@ class KafkaOutputs:
             producer = self.producer()
             if not self._open:
                 if self.transactional:
-                    self._call(producer.begin_transaction, "begin")
+                    self._call(lambda _left: producer.begin_transaction(), "begin")
                 self._open = True
             return producer
 
@@ -161,6 +161,8 @@ class KafkaOutputs:
         # commit_transaction is several times slower (measured: 15k vs 45k records/s). No
         # Python callback is then served inside the calls below (one served inside a call
         # that fails meets its pending exception: SystemError).
+        # One deadline for the whole commit (it must end well within max.poll.interval.ms).
+        deadline = time.monotonic() + self.timeout
         producer.flush(self.timeout)
         if positions:
             offsets = [
@@ -171,10 +173,11 @@ class KafkaOutputs:
             ]
             metadata = self._group_metadata()
             self._call(
-                lambda: producer.send_offsets_to_transaction(offsets, metadata, self.timeout),
+                lambda left: producer.send_offsets_to_transaction(offsets, metadata, left),
                 "sending the positions to",
+                deadline,
             )
-        self._call(lambda: producer.commit_transaction(self.timeout), "committing")
+        self._call(producer.commit_transaction, "committing", deadline, sent=True)
         self._open = False
         if self._failed:  # cannot happen: a failed write fails the commit; say so if it does
             log.error("outputs failed in a committed transaction: %s", self._failed)
@@ -188,21 +191,42 @@ class KafkaOutputs:
             return
         producer = self._producer
         self._open = False
-        self._call(lambda: producer.abort_transaction(self.timeout), "aborting")
+        self._call(producer.abort_transaction, "aborting")
         producer.poll(0)  # the delivery reports of the purged outputs: they are gone with it
         self._failed.clear()
 
-    def _call(self, call: Callable[[], object], what: str) -> None:
-        for _ in range(_RETRIES):
+    def _call(
+        self,
+        call: Callable[[float], object],
+        what: str,
+        deadline: float | None = None,
+        *,
+        sent: bool = False,
+    ) -> None:
+        """`call` (given the seconds left), retried on retriable errors until `deadline`
+        (default: ``timeout`` from now). ``sent``: a commit the coordinator may be
+        completing; one that neither succeeds nor fails within the deadline cannot be
+        aborted (librdkafka: retry it), so the listener stops instead."""
+        deadline = time.monotonic() + self.timeout if deadline is None else deadline
+        while True:
             try:
-                call()
+                call(max(deadline - time.monotonic(), 0.001))
                 return
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.fatal() or err.txn_requires_abort() or not err.retriable():
                     self._raise(err, f"{what} the transaction")
+                if time.monotonic() >= deadline:
+                    if sent:
+                        raise ProducerFenced(
+                            f"committing the transaction of {self.transactional_id!r} did "
+                            f"not complete within {self.timeout:g} s ({err.str()}): its "
+                            "outcome is unknown and it cannot be aborted. This listener "
+                            "stops; the next instance with this transactional.id completes "
+                            "or aborts it"
+                        ) from None
+                    self._raise(err, f"{what} the transaction")
                 log.info("%s the transaction: %s (retrying)", what, err.str())
-        self._raise(err, f"{what} the transaction")
 
     def _raise(self, err: Any, what: str) -> None:
         text = err.str() if hasattr(err, "str") else str(err)
