@@ -108,6 +108,8 @@ class FakeClient:
         self.committed_log: list[dict[TopicPartition, tuple[int, str | None]]] = []
         self.waited: list[bool] = []  # per entry of committed_log: did the commit wait?
         self.commits: dict[TopicPartition, tuple[int, str | None]] = {}
+        # in order: ("commit", {partition: position}) and ("confirmed", output values)
+        self.journal: list[tuple[str, object]] = []
         self.topics: tuple[str, ...] = ()
         self.closed = False
         self._callbacks: tuple[RebalanceCallback, RebalanceCallback, RebalanceCallback] | None
@@ -139,6 +141,12 @@ class FakeClient:
         assert self._callbacks is not None
         self._callbacks[1](list(partitions))
         # like librdkafka, the pause flag outlives the assignment
+        self.assigned = [tp for tp in self.assigned if tp not in partitions]
+
+    def lose(self, partitions: Sequence[TopicPartition]) -> None:
+        """Take partitions away as lost (the group moved on without a revocation)."""
+        assert self._callbacks is not None
+        self._callbacks[2](list(partitions))
         self.assigned = [tp for tp in self.assigned if tp not in partitions]
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
@@ -180,6 +188,7 @@ class FakeClient:
 
     def commit(self, positions: Positions) -> None:
         snapshot = dict(positions)
+        self.journal.append(("commit", {tp: pos for tp, (pos, _) in snapshot.items()}))
         self.committed_log.append(snapshot)
         self.commits.update(snapshot)
         self.waited.append(True)
@@ -310,6 +319,8 @@ class FakeOutputs:
             log = self.client.logs.setdefault(TopicPartition(r._topic, r._partition), [])
             r._offset = len(log)
             log.append(r)
+        if self.staged:
+            self.client.journal.append(("confirmed", [r._value for r in self.staged]))
         self.staged = []
         self._open = False
         if self.transactional:

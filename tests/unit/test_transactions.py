@@ -158,6 +158,9 @@ def test_outputs_without_transactions_are_confirmed_before_the_commit() -> None:
     assert out_values(client) == ["a", "b"]
     assert not producer(client).transactional
     assert client.committed_position("t", 0) == 2
+    # in this order: the window at 0 (past nothing), the outputs confirmed, the commit at 2
+    assert client.journal == [("commit", {T0: 0}), ("confirmed", [b"a", None, b"b", None]),
+                              ("commit", {T0: 2})]  # fmt: skip
 
 
 def test_a_handler_declared_to_return_none_gets_no_producer() -> None:
@@ -509,3 +512,23 @@ def test_a_commit_that_times_out_is_retried_never_aborted_within_one_deadline(
         outputs.commit({})  # it may be committing: not aborted, the listener stops
     assert "abort" not in made.calls
     assert made.timeouts > 0  # stopped at the deadline, not after a count of retries
+
+
+def test_lost_partitions_abort_the_open_transaction_holding_their_work() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "lose"])
+    lost: list[int] = []
+
+    def handle(msg: Message) -> Output | None:
+        if msg.value == b"lose" and not lost:
+            lost.append(msg.offset)
+            client.lose([T0])  # a's output is in the open transaction
+            return None
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction())
+    loop.start()
+    loop.run_once()
+    assert [r.value() for r in producer(client).aborted] == [b"a"]
+    assert out_values(client) == []  # never committed by the consumer that lost t[0]
+    assert client.committed_position("t", 0) == 0
