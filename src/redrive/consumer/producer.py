@@ -23,7 +23,14 @@ from redrive.consumer.client import Positions
 from redrive.errors import CommitFailed, ProducerFenced, RecoveryFailed, TransactionAborted
 from redrive.observe.logs import kafka_logging
 from redrive.outputs import Output, encoded
-from redrive.publish import PRODUCER_DEFAULTS, Delivery, Header, Publisher, producer_settings
+from redrive.publish import (
+    PRODUCER_DEFAULTS,
+    Delivery,
+    Header,
+    Publisher,
+    produce,
+    producer_settings,
+)
 
 log = logging.getLogger("redrive.producer")
 
@@ -127,17 +134,10 @@ class KafkaOutputs:
         producer = self._producer if self._open else None
         if producer is None:
             producer = self.begin()
-        kwargs: dict[str, Any] = {}
-        if output.partition is not None:
-            kwargs["partition"] = output.partition
-        if output.headers:
-            kwargs["headers"] = list(output.headers)
-        args = (output.topic, encoded(output.value), encoded(output.key))
+        headers = list(output.headers) if output.headers else None
         try:
-            producer.produce(*args, **kwargs)
-        except BufferError:  # the local queue is full: let deliveries drain, once
-            producer.flush(self.timeout)
-            producer.produce(*args, **kwargs)
+            produce(producer, output.topic, encoded(output.key), encoded(output.value),
+                    headers, output.partition, self.timeout)  # fmt: skip
         except KafkaException as exc:
             self._raise(exc.args[0], f"writing to {output.topic!r}")
 

@@ -47,7 +47,7 @@ from redrive.errors import (
     ProducerFenced,
     TransactionAborted,
 )
-from redrive.events import Aborted, EventBus, Seeked
+from redrive.events import Aborted, EventBus
 from redrive.message import Message, TopicPartition
 from redrive.outputs import outputs_of
 from redrive.retry.attempts import Attempt
@@ -312,12 +312,7 @@ class OutputCommitter(Committer):
             if base is None or pos is None or pos <= base:
                 continue
             p.reset_to(base)
-            if tp in self.pauser:  # waiting out a back-off: it resumes at `base` instead
-                self.client.seek(tp, base)
-                if self.bus:
-                    self.bus.emit(Seeked(self.name, tp, base))
-            else:  # paused until the next step, so the rest of this poll is not handed over
-                self.pauser.park(tp, 0.0, tp, seek=base)
+            self.pauser.rewind(tp, base)
             rewound.append((tp, base))
             final = self._final.get(tp)
             if final:
