@@ -532,3 +532,23 @@ def test_lost_partitions_abort_the_open_transaction_holding_their_work() -> None
     assert [r.value() for r in producer(client).aborted] == [b"a"]
     assert out_values(client) == []  # never committed by the consumer that lost t[0]
     assert client.committed_position("t", 0) == 0
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_share_listener_declared_to_return_outputs_is_refused_at_registration(
+    batch: bool,
+) -> None:
+    app = App("127.0.0.1:1", "g")
+    register = app.share_batch_listener if batch else app.share_listener
+
+    def handle(msg: Message) -> list[Output]:
+        return [Output("out", value=msg.raw_value)]
+
+    with pytest.raises(ConfigError, match="share listeners do not write") as err:
+        register("t", group_id="workers")(handle)
+    assert err.value.setting == "handler"
+
+    def plain(msg: Message) -> None:
+        pass
+
+    register("t", group_id="workers")(plain)  # one that writes nothing is welcome
