@@ -552,3 +552,32 @@ def test_a_share_listener_declared_to_return_outputs_is_refused_at_registration(
         pass
 
     register("t", group_id="workers")(plain)  # one that writes nothing is welcome
+
+
+def test_after_a_failure_the_rest_of_the_poll_waits_for_the_retry_on_every_partition() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a0"])
+    client.add("t", ["b0"], partition=1)
+    seen: list[str] = []
+    failures = {"a1": 1}
+
+    def handle(msg: Message) -> Output:
+        value = msg.value.decode()
+        seen.append(value)
+        if failures.get(value):
+            failures[value] -= 1
+            raise TimeoutError("downstream slow")
+        return Output("out", value=value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(), retry=RETRY)
+    loop.start()
+    loop.run_until_idle()
+    client.add("t", ["a1"])
+    client.add("t", ["b1", "b2"], partition=1)
+    seen.clear()
+    loop.run_once()  # one poll: a1 (fails), b1, b2
+    assert seen == ["a1"]  # b1 and b2 would be aborted with it: not handed over
+    loop.run_until_idle()
+    assert seen.count("b1") == 1 and seen.count("a1") == 2
+    assert sorted(out_values(client)) == ["a0", "a1", "b0", "b1", "b2"]
+    assert client.committed_position("t", 1) == 3

@@ -153,7 +153,7 @@ class OutputCommitter(Committer):
                 raise
             log.warning("%s: writing an output failed, aborting the transaction: %s",
                         self.name, exc)  # fmt: skip
-            self.doomed = self.doomed or f"{type(exc).__name__}: {exc}"
+            self._doom(f"{type(exc).__name__}: {exc}")
         except BaseException as exc:
             self.handler_failed(exc)
             raise
@@ -161,8 +161,21 @@ class OutputCommitter(Committer):
     def handler_failed(self, exc: BaseException) -> None:
         if isinstance(exc, ProducerFenced):  # from writing an output: the listener stops
             self.fatal = exc
-        if self.transactional and self.doomed is None:
-            self.doomed = f"{type(exc).__name__}: {exc}"
+        if self.transactional:
+            self._doom(f"{type(exc).__name__}: {exc}")
+
+    def _doom(self, why: str) -> None:
+        """The open transaction will be aborted: the rest of the poll is not handed over.
+        Every partition this consumer has handled records of is parked at its last committed
+        position until the next step (a partition first seen later in this poll is handled,
+        then rewound with the others at the abort)."""
+        if self.doomed is not None:
+            return
+        self.doomed = why
+        for tp in self.tracker.partitions:
+            base = self._base.get(tp)
+            if base is not None and tp not in self.pauser:
+                self.pauser.rewind(tp, base)
 
     def defer_recovery(self) -> bool:
         """True while the open transaction is doomed: a recovery now would be aborted with
