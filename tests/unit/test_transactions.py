@@ -214,7 +214,10 @@ def test_transactional_id_must_be_text() -> None:
         Commit.transaction(transactional_id="")
 
 
-def test_outputs_the_broker_refuses_rewind_and_their_records_are_handled_again() -> None:
+@pytest.mark.parametrize("retry", [Retry.seek(), Retry.in_place()])
+def test_outputs_the_broker_refuses_rewind_and_their_records_are_handled_again(
+    retry: Retry,
+) -> None:
     client = FakeClient(clock=FakeClock())
     client.add("t", ["a", "b"])
     seen: list[str] = []
@@ -223,7 +226,7 @@ def test_outputs_the_broker_refuses_rewind_and_their_records_are_handled_again()
         seen.append(msg.value.decode())
         return Output("out", value=msg.value)
 
-    loop = loop_for(handle, client)
+    loop = loop_for(handle, client, retry=retry)  # in place: no window in the metadata
     loop.start()
     producer(client).fail_next_commit = "Broker: Topic authorization failed"
     loop.run_until_idle()
