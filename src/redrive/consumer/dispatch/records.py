@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redrive.consumer.dispatch.base import OnLoopThread, park
+from redrive.consumer.dispatch.base import OnLoopThread, Parts, park
 from redrive.consumer.failures import Hold
 from redrive.consumer.offsets import Runs
 from redrive.consumer.pauser import Parked
@@ -26,6 +26,12 @@ from redrive.message import Message, TopicPartition
 
 
 class Records(OnLoopThread):
+    def __init__(self, parts: Parts) -> None:
+        super().__init__(parts)
+        self._open: Sequence[Message] | None = None  # a fast poll being handed over
+        self._at = 0  # its record being handled
+        self._settled = 0  # its records finished already (at a revocation)
+
     def dispatch(self, msgs: Sequence[Message], runs: Runs | None = None) -> None:
         parts = self.parts
         if parts.pauser.parked or parts.spec.commit.after_record or not parts.engine.plain():
@@ -37,12 +43,14 @@ class Records(OnLoopThread):
         parts = self.parts
         runs = parts.committer.deliver_many(msgs, runs)
         call, stopping, bus = self._call, parts.stopping, parts.bus
+        self._open, self._settled = msgs, 0
         i = 0
         try:
             if not bus:
                 for msg in msgs:
                     if msg.error is not None or stopping():
                         break
+                    self._at = i
                     call(msg)
                     i += 1
             else:  # the same, with the events the per-record path emits
@@ -50,11 +58,13 @@ class Records(OnLoopThread):
                 for msg in msgs:
                     if msg.error is not None or stopping():
                         break
+                    self._at = i
                     emit(Delivered(name, ((msg.tp, msg.offset, msg.attempt),)))
                     call(msg)
                     i += 1
                     emit(Succeeded(name, msg.tp, msg.offset))
         except BaseException as exc:
+            self._open = None
             self._settle(msgs, i)
             if isinstance(exc, ListenerStopped) or not isinstance(exc, Exception):
                 raise
@@ -63,6 +73,7 @@ class Records(OnLoopThread):
             waiting = {} if hold.delay is None else {failed.tp: (hold.delay, [failed])}
             self._one_at_a_time(msgs[i + 1 :], delivered=True, waiting=waiting)
             return
+        self._open = None
         if i == len(msgs):
             self._settle(msgs, i, runs)
             return
@@ -72,10 +83,24 @@ class Records(OnLoopThread):
 
     def _settle(self, msgs: Sequence[Message], n: int, runs: Runs | None = None) -> None:
         """The first `n` records of `msgs` were handled (once per poll, or at a failure);
-        `runs`: their offsets per partition when that is all of them."""
-        if n:
-            self.parts.committer.finish_many(msgs[:n] if n < len(msgs) else msgs, runs)
-            self.parts.engine.handled += n
+        `runs`: their offsets per partition when that is all of them. Records finished at a
+        revocation during the poll are not finished twice."""
+        start, self._settled = self._settled, 0
+        if n > start:
+            whole = start == 0 and n == len(msgs)
+            self.parts.committer.finish_many(msgs if whole else msgs[start:n],
+                                             runs if whole else None)  # fmt: skip
+            self.parts.engine.handled += n - start
+
+    def revoke(self, partitions: Sequence[TopicPartition], timeout: float) -> None:
+        """A rebalance let in by a handler (a client call inside it): the records of the
+        fast poll handled so far are final now, as on the per-record path, so the commit
+        at the revocation includes them."""
+        msgs = self._open
+        if msgs is not None and self._at > self._settled:
+            self.parts.committer.finish_many(msgs[self._settled : self._at])
+            self.parts.engine.handled += self._at - self._settled
+            self._settled = self._at
 
     def _one_at_a_time(
         self,
