@@ -22,6 +22,14 @@ Catalogue:
   recovery is tried again after a back-off.
 - ``Skipped``: a recoverer dropped a record on purpose.
 - ``RetryHop``: a record was sent to a retry topic, due at ``due``.
+- ``Idle``: a poll returned no records (with ``Polled``, the sign that the loop polls).
+- ``Stopping``: a listener's loop began to close (drain, commit, leave the group).
+- ``Recovered``: the recoverer brought a failed record to a final outcome (after its own
+  ``DeadLettered`` / ``RetryHop`` / ``Skipped``, when it has one).
+- ``CommitRetrying``: a synchronous commit failed; its positions are tried again later.
+- ``Lag``: records between each partition's committed position and its high watermark,
+  from the client's statistics (only while someone asked for them, see ``App.lag_interval``).
+- ``BreakerOpened``: the dead-letter circuit breaker tripped; the listener stops.
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ from dataclasses import dataclass, field
 from time import time
 from typing import Any
 
-from redrive.message import TopicPartition
+from redrive.message import Message, TopicPartition
+
+LOCAL = {"local": True}
+"""Field metadata of values that stay in the process (records): not written by the lab."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,8 @@ class Polled(Event):
 class Delivered(Event):
     records: tuple[tuple[TopicPartition, int, int], ...]
     """(partition, offset, attempt) of each record handed over in one handler call."""
+    messages: tuple[Message, ...] = field(default=(), compare=False, repr=False, metadata=LOCAL)
+    """The records themselves (headers for trace context), in the order of ``records``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,8 @@ class Committed(Event):
     positions: tuple[tuple[TopicPartition, int], ...]
     metadata: tuple[tuple[TopicPartition, str], ...] = ()
     reason: str = "poll"
+    duration: float = 0.0
+    """Seconds the commit call took (a synchronous one waits for the broker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +186,42 @@ class RetryHop(Event):
     topic: str
     attempt: int
     due: float
+
+
+@dataclass(frozen=True, slots=True)
+class Idle(Event):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping(Event):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered(Event):
+    tp: TopicPartition
+    offset: int
+    recoverer: str
+    """The recoverer's class name."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRetrying(Event):
+    positions: tuple[tuple[TopicPartition, int], ...]
+    error: str
+    reason: str = "poll"
+
+
+@dataclass(frozen=True, slots=True)
+class Lag(Event):
+    lags: tuple[tuple[TopicPartition, int], ...]
+    """(partition, records behind the high watermark) per assigned partition."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerOpened(Event):
+    reason: str
 
 
 Subscriber = Callable[[Event], Any]

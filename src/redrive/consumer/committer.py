@@ -10,6 +10,7 @@ in the commit metadata; ``commit_now`` writes it at once, for what must survive 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -17,7 +18,7 @@ from redrive.consumer.client import Client
 from redrive.consumer.commit import Commit
 from redrive.consumer.offsets import OffsetTracker
 from redrive.errors import CommitFailed
-from redrive.events import Committed, EventBus
+from redrive.events import CommitRetrying, Committed, EventBus
 from redrive.message import Message, TopicPartition
 from redrive.retry.attempts import Attempt, encode
 
@@ -174,6 +175,7 @@ class Committer:
             self._commit(payload, reason, sync=waits)
 
     def _commit(self, payload: Payload, reason: str, *, sync: bool) -> None:
+        began = time.perf_counter() if self.bus else 0.0
         if not sync:
             if self._background:
                 self.client.store(payload)
@@ -188,6 +190,9 @@ class Committer:
                 # in the revocation callback); if ownership was lost, the new owner re-reads
                 # them: at-least-once, never a skip.
                 log.warning("%s: %s (will retry)", self.name, exc)
+                if self.bus:
+                    positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
+                    self.bus.emit(CommitRetrying(self.name, positions, str(exc), reason))
                 return
             self._committed.update(payload)
             self._handoffs.difference_update(payload)
@@ -201,7 +206,8 @@ class Committer:
         if self.bus:
             meta = tuple((tp, m) for tp, (_, m) in payload.items() if m)
             positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
-            self.bus.emit(Committed(self.name, positions, meta, reason))
+            took = time.perf_counter() - began
+            self.bus.emit(Committed(self.name, positions, meta, reason, took))
 
     # -- assignment ---------------------------------------------------------------------
 

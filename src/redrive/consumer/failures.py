@@ -27,7 +27,15 @@ from redrive.consumer.client import Positions
 from redrive.consumer.committer import Committer
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import HandlingInterrupted, ListenerStopped
-from redrive.events import BackingOff, EventBus, Failed, NotDue, RecoveryRetrying, Succeeded
+from redrive.events import (
+    BackingOff,
+    EventBus,
+    Failed,
+    NotDue,
+    Recovered,
+    RecoveryRetrying,
+    Succeeded,
+)  # fmt: skip
 from redrive.headers import attempts_of, due_ms
 from redrive.message import Message, TopicPartition
 from redrive.recover.base import Context
@@ -235,6 +243,8 @@ class FailureHandler:
                 self.committer.commit_now(msg.tp, "attempt")
             return self.wait(msg, delay)
         self.committer.recovered(msg)
+        if self.bus:
+            self.bus.emit(Recovered(spec.name, msg.tp, msg.offset, type(spec.recoverer).__name__))
         return FINAL
 
     def batch_failed(self, msgs: list[Message], exc: BaseException, attempt: int) -> float | None:

@@ -24,7 +24,17 @@ from redrive.consumer.dispatch.records import Records
 from redrive.consumer.failures import FailureHandler
 from redrive.consumer.pauser import Pauser
 from redrive.consumer.spec import ListenerSpec
-from redrive.events import Assigned, EventBus, Lost, Polled, Revoked, Started, Stopped
+from redrive.events import (
+    Assigned,
+    EventBus,
+    Idle,
+    Lost,
+    Polled,
+    Revoked,
+    Started,
+    Stopped,
+    Stopping,
+)  # fmt: skip
 from redrive.message import TopicPartition
 from redrive.recover.base import ListenerContext
 
@@ -109,6 +119,8 @@ class Loop:
         """Commit every final outcome synchronously, then leave the group (C4). The client
         is closed (the group left) whatever fails before it."""
         self.closing = True
+        if self.bus:
+            self.bus.emit(Stopping(self.spec.name))
         try:
             try:
                 self.dispatcher.close(self.spec.drain_timeout)
@@ -146,6 +158,8 @@ class Loop:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
                 dispatcher.dispatch(list(map(self._decode, records)))
+        elif self.bus:
+            self.bus.emit(Idle(self.spec.name))
         dispatcher.settle()
         self.committer.flush("poll")
 

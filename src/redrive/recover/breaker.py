@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redrive.errors import ConfigError, ListenerStopped
+from redrive.events import BreakerOpened
 from redrive.message import Message
 from redrive.recover.base import Context, ListenerContext, Recoverer
 
@@ -126,6 +127,8 @@ class CircuitBreaker(Recoverer):
                 "raise the limit, and start the listener again: it resumes at that record."
             )
             log.error("%s", text)
+            if ctx.bus:
+                ctx.bus.emit(BreakerOpened(ctx.listener, why))
             raise ListenerStopped(text) from exc
         self.recoverer.recover(msg, exc, ctx)  # raises when it failed: nothing counted
         counts.in_a_row += 1

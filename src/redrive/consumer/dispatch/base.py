@@ -69,7 +69,7 @@ class OnLoopThread:
         parts = self.parts
         engine = parts.engine
         if parts.bus:
-            parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),)))
+            parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         try:
             self._call(arg)
         except ListenerStopped:

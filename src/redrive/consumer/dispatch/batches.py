@@ -67,7 +67,7 @@ class Batches(OnLoopThread):
         while msgs:
             if parts.bus:
                 records = tuple((m.tp, m.offset, m.attempt) for m in msgs)
-                parts.bus.emit(Delivered(parts.spec.name, records))
+                parts.bus.emit(Delivered(parts.spec.name, records, tuple(msgs)))
             try:
                 self._call(msgs)
             except ListenerStopped:

@@ -168,7 +168,7 @@ class Lanes:
                 self._release(lane)
                 return None
         if self.bus:
-            self.bus.emit(Delivered(self.name, ((msg.tp, msg.offset, msg.attempt),)))
+            self.bus.emit(Delivered(self.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         return item
 
     def _report(self, item: Item, outcome: BaseException | None) -> bool:
