@@ -133,6 +133,8 @@ class NotDue(Event):
 class Paused(Event):
     partitions: tuple[TopicPartition, ...]
     until: float
+    delay: float = 0.0
+    """Seconds from ``ts`` to ``until`` (0: paused with no due time, until room is made)."""
 
 
 @dataclass(frozen=True, slots=True)
