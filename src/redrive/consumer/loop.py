@@ -113,14 +113,19 @@ class Loop:
 
     def stop(self) -> None:
         """Ask the loop to stop after the current record (safe from any thread)."""
+        first = not self._stopping
         self._stopping = True
+        if first and self.bus:  # probes: not ready from now on, while the record finishes
+            self.bus.emit(Stopping(self.spec.name))
 
     def close(self, reason: str = "stop") -> None:
         """Commit every final outcome synchronously, then leave the group (C4). The client
         is closed (the group left) whatever fails before it."""
         self.closing = True
-        if self.bus:
-            self.bus.emit(Stopping(self.spec.name))
+        if not self._stopping:  # closing without a stop() (an error): say so once
+            self._stopping = True
+            if self.bus:
+                self.bus.emit(Stopping(self.spec.name))
         try:
             try:
                 self.dispatcher.close(self.spec.drain_timeout)
