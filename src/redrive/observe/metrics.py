@@ -126,62 +126,62 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.max_exception_labels = max_exception_labels
         r = self.registry
-        self.received = Counter("redrive_records_received", _help("received"),
+        self.received = Counter("redrive_records_received", _help("redrive_records_received"),
                                 ["listener", "topic"], registry=r)  # fmt: skip
-        self.handled = Counter("redrive_records_handled", _help("handled"),
+        self.handled = Counter("redrive_records_handled", _help("redrive_records_handled"),
                                ["listener", "topic"], registry=r)  # fmt: skip
-        self.failed = Counter("redrive_records_failed", _help("failed"),
+        self.failed = Counter("redrive_records_failed", _help("redrive_records_failed"),
                               ["listener", "topic", "exception"], registry=r)  # fmt: skip
-        self.retried = Counter("redrive_records_retried", _help("retried"),
+        self.retried = Counter("redrive_records_retried", _help("redrive_records_retried"),
                                ["listener", "topic", "mode"], registry=r)  # fmt: skip
-        self.dead_lettered = Counter("redrive_records_dead_lettered", _help("dead_lettered"),
+        self.dead_lettered = Counter("redrive_records_dead_lettered", _help("redrive_records_dead_lettered"),
                                      ["listener", "topic"], registry=r)  # fmt: skip
-        self.recovered = Counter("redrive_records_recovered", _help("recovered"),
+        self.recovered = Counter("redrive_records_recovered", _help("redrive_records_recovered"),
                                  ["listener", "topic", "outcome"], registry=r)  # fmt: skip
-        self.recovery_failures = Counter("redrive_recovery_failures", _help("recovery_failures"),
+        self.recovery_failures = Counter("redrive_recovery_failures", _help("redrive_recovery_failures"),
                                          ["listener", "topic"], registry=r)  # fmt: skip
         self.undecodable = Counter(
-            "redrive_deserialization_failures", _help("deserialization_failures"),
+            "redrive_deserialization_failures", _help("redrive_deserialization_failures"),
             ["listener", "topic"], registry=r,
         )  # fmt: skip
         self.handler_duration = Histogram(
-            "redrive_handler_duration_seconds", _help("handler_duration_seconds"),
+            "redrive_handler_duration_seconds", _help("redrive_handler_duration_seconds"),
             ["listener"], buckets=_SECONDS, registry=r,
         )  # fmt: skip
-        self.poll_records = Histogram("redrive_poll_records", _help("poll_records"),
+        self.poll_records = Histogram("redrive_poll_records", _help("redrive_poll_records"),
                                       ["listener"], buckets=_RECORDS, registry=r)  # fmt: skip
-        self.commits = Counter("redrive_commits", _help("commits"), ["listener", "reason"],
+        self.commits = Counter("redrive_commits", _help("redrive_commits"), ["listener", "reason"],
                                registry=r)  # fmt: skip
         self.commit_duration = Histogram(
-            "redrive_commit_duration_seconds", _help("commit_duration_seconds"), ["listener"],
+            "redrive_commit_duration_seconds", _help("redrive_commit_duration_seconds"), ["listener"],
             buckets=_SECONDS, registry=r,
         )  # fmt: skip
-        self.commit_failures = Counter("redrive_commit_failures", _help("commit_failures"),
+        self.commit_failures = Counter("redrive_commit_failures", _help("redrive_commit_failures"),
                                        ["listener"], registry=r)  # fmt: skip
-        self.rebalances = Counter("redrive_rebalances", _help("rebalances"),
+        self.rebalances = Counter("redrive_rebalances", _help("redrive_rebalances"),
                                   ["listener", "kind"], registry=r)  # fmt: skip
-        self.assigned = Gauge("redrive_assigned_partitions", _help("assigned_partitions"),
+        self.assigned = Gauge("redrive_assigned_partitions", _help("redrive_assigned_partitions"),
                               ["listener"], registry=r)  # fmt: skip
-        self.paused = Gauge("redrive_paused_partitions", _help("paused_partitions"),
+        self.paused = Gauge("redrive_paused_partitions", _help("redrive_paused_partitions"),
                             ["listener"], registry=r)  # fmt: skip
         self.paused_until = Gauge(
             "redrive_partition_paused_until_timestamp_seconds",
-            _help("partition_paused_until_timestamp_seconds"),
+            _help("redrive_partition_paused_until_timestamp_seconds"),
             ["listener", "topic", "partition"], registry=r,
         )  # fmt: skip
         self.lateness = Histogram(
-            "redrive_retry_topic_lateness_seconds", _help("retry_topic_lateness_seconds"),
+            "redrive_retry_topic_lateness_seconds", _help("redrive_retry_topic_lateness_seconds"),
             ["listener", "topic"], buckets=_LATENESS, registry=r,
         )  # fmt: skip
-        self.lag = Gauge("redrive_consumer_lag_records", _help("consumer_lag_records"),
+        self.lag = Gauge("redrive_consumer_lag_records", _help("redrive_consumer_lag_records"),
                          ["listener", "group", "topic", "partition"], registry=r)  # fmt: skip
-        self.breaker_open = Gauge("redrive_circuit_breaker_open", _help("circuit_breaker_open"),
+        self.breaker_open = Gauge("redrive_circuit_breaker_open", _help("redrive_circuit_breaker_open"),
                                   ["listener"], registry=r)  # fmt: skip
         self.last_poll = Gauge(
-            "redrive_last_poll_timestamp_seconds", _help("last_poll_timestamp_seconds"),
+            "redrive_last_poll_timestamp_seconds", _help("redrive_last_poll_timestamp_seconds"),
             ["listener"], registry=r,
         )  # fmt: skip
-        self.running = Gauge("redrive_listener_running", _help("listener_running"),
+        self.running = Gauge("redrive_listener_running", _help("redrive_listener_running"),
                              ["listener", "group"], registry=r)  # fmt: skip
         self._lock = threading.Lock()
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -385,6 +385,11 @@ class Metrics:
 
     def _started(self, e: Started) -> None:
         self._groups[e.listener] = e.group_id
+        for topic in e.topics:  # series that exist from the start: rate() sees the first one
+            for counter in (self.received, self.handled, self.dead_lettered,
+                            self.recovery_failures, self.undecodable):  # fmt: skip
+                self._child(counter, e.listener, topic)
+        self._child(self.commit_failures, e.listener)
         self._child(self.breaker_open, e.listener).set(0)
         self._child(self.running, e.listener, e.group_id).set(1)
         self._child(self.last_poll, e.listener).set(e.ts)
@@ -406,8 +411,7 @@ class Metrics:
             self._began.pop(key, None)
 
 
-def _help(short: str) -> str:
-    name = f"redrive_{short}"
+def _help(name: str) -> str:
     for full, _kind, _labels, text in METRICS:
         if full == name or full == f"{name}_total":
             return text
