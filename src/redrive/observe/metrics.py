@@ -125,64 +125,38 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.max_exception_labels = max_exception_labels
-        r = self.registry
-        self.received = Counter("redrive_records_received", _help("redrive_records_received"),
-                                ["listener", "topic"], registry=r)  # fmt: skip
-        self.handled = Counter("redrive_records_handled", _help("redrive_records_handled"),
-                               ["listener", "topic"], registry=r)  # fmt: skip
-        self.failed = Counter("redrive_records_failed", _help("redrive_records_failed"),
-                              ["listener", "topic", "exception"], registry=r)  # fmt: skip
-        self.retried = Counter("redrive_records_retried", _help("redrive_records_retried"),
-                               ["listener", "topic", "mode"], registry=r)  # fmt: skip
-        self.dead_lettered = Counter("redrive_records_dead_lettered", _help("redrive_records_dead_lettered"),
-                                     ["listener", "topic"], registry=r)  # fmt: skip
-        self.recovered = Counter("redrive_records_recovered", _help("redrive_records_recovered"),
-                                 ["listener", "topic", "outcome"], registry=r)  # fmt: skip
-        self.recovery_failures = Counter("redrive_recovery_failures", _help("redrive_recovery_failures"),
-                                         ["listener", "topic"], registry=r)  # fmt: skip
-        self.undecodable = Counter(
-            "redrive_deserialization_failures", _help("redrive_deserialization_failures"),
-            ["listener", "topic"], registry=r,
-        )  # fmt: skip
-        self.handler_duration = Histogram(
-            "redrive_handler_duration_seconds", _help("redrive_handler_duration_seconds"),
-            ["listener"], buckets=_SECONDS, registry=r,
-        )  # fmt: skip
-        self.poll_records = Histogram("redrive_poll_records", _help("redrive_poll_records"),
-                                      ["listener"], buckets=_RECORDS, registry=r)  # fmt: skip
-        self.commits = Counter("redrive_commits", _help("redrive_commits"), ["listener", "reason"],
-                               registry=r)  # fmt: skip
-        self.commit_duration = Histogram(
-            "redrive_commit_duration_seconds", _help("redrive_commit_duration_seconds"), ["listener"],
-            buckets=_SECONDS, registry=r,
-        )  # fmt: skip
-        self.commit_failures = Counter("redrive_commit_failures", _help("redrive_commit_failures"),
-                                       ["listener"], registry=r)  # fmt: skip
-        self.rebalances = Counter("redrive_rebalances", _help("redrive_rebalances"),
-                                  ["listener", "kind"], registry=r)  # fmt: skip
-        self.assigned = Gauge("redrive_assigned_partitions", _help("redrive_assigned_partitions"),
-                              ["listener"], registry=r)  # fmt: skip
-        self.paused = Gauge("redrive_paused_partitions", _help("redrive_paused_partitions"),
-                            ["listener"], registry=r)  # fmt: skip
-        self.paused_until = Gauge(
-            "redrive_partition_paused_until_timestamp_seconds",
-            _help("redrive_partition_paused_until_timestamp_seconds"),
-            ["listener", "topic", "partition"], registry=r,
-        )  # fmt: skip
-        self.lateness = Histogram(
-            "redrive_retry_topic_lateness_seconds", _help("redrive_retry_topic_lateness_seconds"),
-            ["listener", "topic"], buckets=_LATENESS, registry=r,
-        )  # fmt: skip
-        self.lag = Gauge("redrive_consumer_lag_records", _help("redrive_consumer_lag_records"),
-                         ["listener", "group", "topic", "partition"], registry=r)  # fmt: skip
-        self.breaker_open = Gauge("redrive_circuit_breaker_open", _help("redrive_circuit_breaker_open"),
-                                  ["listener"], registry=r)  # fmt: skip
-        self.last_poll = Gauge(
-            "redrive_last_poll_timestamp_seconds", _help("redrive_last_poll_timestamp_seconds"),
-            ["listener"], registry=r,
-        )  # fmt: skip
-        self.running = Gauge("redrive_listener_running", _help("redrive_listener_running"),
-                             ["listener", "group"], registry=r)  # fmt: skip
+
+        def make(kind: Any, name: str, labels: list[str], **kw: Any) -> Any:
+            return kind(name, _help(name), labels, registry=self.registry, **kw)
+
+        lt, li = ["listener", "topic"], ["listener"]
+        self.received = make(Counter, "redrive_records_received", lt)
+        self.handled = make(Counter, "redrive_records_handled", lt)
+        self.failed = make(Counter, "redrive_records_failed", [*lt, "exception"])
+        self.retried = make(Counter, "redrive_records_retried", [*lt, "mode"])
+        self.dead_lettered = make(Counter, "redrive_records_dead_lettered", lt)
+        self.recovered = make(Counter, "redrive_records_recovered", [*lt, "outcome"])
+        self.recovery_failures = make(Counter, "redrive_recovery_failures", lt)
+        self.undecodable = make(Counter, "redrive_deserialization_failures", lt)
+        self.handler_duration = make(Histogram, "redrive_handler_duration_seconds", li,
+                                     buckets=_SECONDS)  # fmt: skip
+        self.poll_records = make(Histogram, "redrive_poll_records", li, buckets=_RECORDS)
+        self.commits = make(Counter, "redrive_commits", ["listener", "reason"])
+        self.commit_duration = make(Histogram, "redrive_commit_duration_seconds", li,
+                                    buckets=_SECONDS)  # fmt: skip
+        self.commit_failures = make(Counter, "redrive_commit_failures", li)
+        self.rebalances = make(Counter, "redrive_rebalances", ["listener", "kind"])
+        self.assigned = make(Gauge, "redrive_assigned_partitions", li)
+        self.paused = make(Gauge, "redrive_paused_partitions", li)
+        self.paused_until = make(Gauge, "redrive_partition_paused_until_timestamp_seconds",
+                                 [*lt, "partition"])  # fmt: skip
+        self.lateness = make(Histogram, "redrive_retry_topic_lateness_seconds", lt,
+                             buckets=_LATENESS)  # fmt: skip
+        self.lag = make(Gauge, "redrive_consumer_lag_records",
+                        ["listener", "group", "topic", "partition"])  # fmt: skip
+        self.breaker_open = make(Gauge, "redrive_circuit_breaker_open", li)
+        self.last_poll = make(Gauge, "redrive_last_poll_timestamp_seconds", li)
+        self.running = make(Gauge, "redrive_listener_running", ["listener", "group"])
         self._lock = threading.Lock()
         self._children: dict[tuple[Any, ...], Any] = {}
         self._began: dict[tuple[str, TopicPartition, int], float] = {}  # handler call start
