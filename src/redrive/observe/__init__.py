@@ -14,6 +14,7 @@ with serve(9464, metrics=metrics, probes=probes):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
     from redrive.observe.server import Server, serve, wsgi_app
     from redrive.observe.tracing import Tracing
 
-__all__ = ["Check", "Metrics", "Probes", "Server", "Tracing", "serve", "wsgi_app"]
+__all__ = ["ALERT_RULES", "Check", "Metrics", "Probes", "Server", "Tracing", "serve", "wsgi_app"]
+
+ALERT_RULES = Path(__file__).with_name("alerts.yml")
+"""Prometheus alert rules for redrive's metrics, shipped with the package."""
 
 _WHERE = {
     "Metrics": "metrics",

@@ -91,7 +91,7 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("redrive_commit_failures_total", "counter", "listener",
      "synchronous commits that failed (tried again later)"),
     ("redrive_rebalances_total", "counter", "listener, kind",
-     "partitions events: kind assigned, revoked or lost"),
+     "rebalance events: kind assigned, revoked or lost"),
     ("redrive_assigned_partitions", "gauge", "listener", "partitions owned now"),
     ("redrive_paused_partitions", "gauge", "listener",
      "partitions paused now (waiting out a back-off or a due time)"),
