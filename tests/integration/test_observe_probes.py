@@ -4,6 +4,8 @@ once the listener started and flips as soon as the App is asked to stop."""
 
 from __future__ import annotations
 
+import re
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -15,6 +17,7 @@ from redrive.events import Delivered, Recorder
 from redrive.observe import Probes, serve
 
 from .helpers import wait_for
+from .test_signals import child  # noqa: F401 - the fixture: `redrive run` in a child process
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +81,27 @@ def test_o3_livez_fails_while_a_handler_blocks_past_the_poll_interval_and_readyz
             app.join(60)
         assert handled == ["block-0", "block-1"]
         assert _status(f"{base}/readyz")[0] == 503
+
+
+def test_o3_redrive_run_metrics_port_serves_metrics_and_probes(kafka, make_topic, child) -> None:  # noqa: F811
+    topic = make_topic()
+    body = f"""
+app = App(group_id="served", kafka=FAST)
+
+
+@app.listener({topic!r}, value_deserializer="str")
+def handle(msg: Message) -> None:
+    mark(msg.value)
+"""
+    c = child(kafka, body, "--metrics-port", "0", "--metrics-host", "127.0.0.1")
+    c.wait_log("serving /metrics, /livez and /readyz on http://127.0.0.1:")
+    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", c.log()).group(1))  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _status(f"{base}/readyz")[0] == 200, what="ready")
+    admin.produce(kafka, topic, ["one"])
+    c.wait_mark("one")
+    handled = f'redrive_records_handled_total{{listener="handle",topic="{topic}"}} 1.0'
+    wait_for(lambda: handled in _status(f"{base}/metrics")[1], what="the record counted")
+    assert _status(f"{base}/livez")[0] == 200
+    c.send(signal.SIGTERM)
+    assert c.exit(30)[0] == 0
