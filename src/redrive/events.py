@@ -2,7 +2,11 @@
 
 Events are frozen values with the wall-clock time ``ts`` (seconds) and the ``listener`` name.
 The loop only builds an event when somebody listens (``if bus: bus.emit(...)``), so an
-unobserved loop pays one truth test per step.
+unobserved loop pays one truth test per step. The two events of every record handled
+(``Delivered``, ``Succeeded``) are built only when a subscriber asked for them
+(``bus.records``): a subscriber that names the kinds it wants (``subscribe(s, kinds=...)``)
+and leaves them out, such as the metrics (which count ``Handled``, once per poll), costs the
+loop next to nothing per record.
 
 Catalogue:
 
@@ -22,6 +26,10 @@ Catalogue:
   recovery is tried again after a back-off.
 - ``Skipped``: a recoverer dropped a record on purpose.
 - ``RetryHop``: a record was sent to a retry topic, due at ``due``.
+- ``Handled``: after each poll's records were handed over: how many were handled
+  successfully since the previous one, and the seconds the hand-over took.
+- ``Due``: a retry-topic record's due time has passed; it is handed over ``late`` seconds
+  after it.
 - ``Idle``: a poll returned no records (with ``Polled``, the sign that the loop polls).
 - ``Stopping``: a listener's loop began to close (drain, commit, leave the group).
 - ``Recovered``: the recoverer brought a failed record to a final outcome (after its own
@@ -35,7 +43,7 @@ Catalogue:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from time import time
 from typing import Any
@@ -191,6 +199,21 @@ class RetryHop(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Handled(Event):
+    count: int
+    seconds: float
+    """Time the loop spent handing over one poll's records (with ``concurrency > 1``: queueing
+    them; their handling shows in ``count`` at a later poll)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Due(Event):
+    tp: TopicPartition
+    offset: int
+    late: float
+
+
+@dataclass(frozen=True, slots=True)
 class Idle(Event):
     pass
 
@@ -228,35 +251,51 @@ class BreakerOpened(Event):
 
 Subscriber = Callable[[Event], Any]
 
+RECORD_EVENTS: frozenset[type[Event]] = frozenset({Delivered, Succeeded})
+"""The events of every record handled: built only when a subscriber wants them."""
+
 
 class EventBus:
     """In-process fan-out of events to subscribers, in the order they happen.
 
     ``bool(bus)`` is False while nobody listens, which is what the loop checks before it
-    builds an event. A subscriber that raises is logged and kept (it must not break
-    consumption).
+    builds an event; ``bus.records`` is False while nobody listens to ``RECORD_EVENTS``. A
+    subscriber that raises is logged and kept (it must not break consumption).
     """
 
     def __init__(self) -> None:
-        self._subscribers: tuple[Subscriber, ...] = ()
+        self._subscribers: tuple[tuple[Subscriber, frozenset[type[Event]] | None], ...] = ()
         self._lock = threading.Lock()
+        self.records = False
 
     def __bool__(self) -> bool:
         return bool(self._subscribers)
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Add a subscriber; returns a function that removes it."""
+    def subscribe(
+        self, subscriber: Subscriber, kinds: Iterable[type[Event]] | None = None
+    ) -> Callable[[], None]:
+        """Add a subscriber of every event, or of the event types in `kinds`; returns a
+        function that removes it."""
+        entry = (subscriber, None if kinds is None else frozenset(kinds))
         with self._lock:
-            self._subscribers = (*self._subscribers, subscriber)
+            self._subscribers = (*self._subscribers, entry)
+            self._update()
 
         def unsubscribe() -> None:
             with self._lock:
-                self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+                self._subscribers = tuple(e for e in self._subscribers if e is not entry)
+                self._update()
 
         return unsubscribe
 
+    def _update(self) -> None:
+        self.records = any(k is None or k & RECORD_EVENTS for _, k in self._subscribers)
+
     def emit(self, event: Event) -> None:
-        for subscriber in self._subscribers:
+        kind = type(event)
+        for subscriber, kinds in self._subscribers:
+            if kinds is not None and kind not in kinds:
+                continue
             try:
                 subscriber(event)
             except Exception:  # a broken subscriber must not stop consumption

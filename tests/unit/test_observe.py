@@ -10,7 +10,17 @@ from pathlib import Path
 from redrive import BackOff, Retry
 from redrive import headers as h
 from redrive.consumer.client import lag_of
-from redrive.events import EventBus
+from redrive.events import (
+    Delivered,
+    EventBus,
+    Handled,
+    Idle,
+    Polled,
+    Started,
+    Stopped,
+    Stopping,
+    Succeeded,
+)
 from redrive.message import TopicPartition
 from redrive.observe import Metrics, Probes
 from redrive.observe.metrics import METRICS
@@ -40,8 +50,8 @@ def test_exception_labels_are_capped_and_the_rest_counted_as_other() -> None:
             raise errors[value](value)
 
     bus = EventBus()
-    metrics = Metrics(max_exception_labels=2)
-    bus.subscribe(metrics)
+    metrics = Metrics(max_exception_labels=2, per_record=True)
+    bus.subscribe(metrics, metrics.kinds)
     loop = loop_for(handle, client, bus=bus, retry=Retry(BackOff.none()), max_poll_records=10)
     loop.start()
     loop.run_until_idle()
@@ -52,10 +62,33 @@ def test_exception_labels_are_capped_and_the_rest_counted_as_other() -> None:
                       {"listener": "test", "topic": "t", "exception": exception})  # fmt: skip
 
     assert (failed("A"), failed("B"), failed("other"), failed("C")) == (1, 1, 2, None)
-    assert sample("redrive_records_handled_total", {"listener": "test", "topic": "t"}) == 1
+    assert sample("redrive_records_handled_total", {"listener": "test"}) == 1
     outcome = {"listener": "test", "topic": "t", "outcome": "skip"}
     assert sample("redrive_records_recovered_total", outcome) == 4
     assert sample("redrive_handler_duration_seconds_count", {"listener": "test"}) == 5
+
+
+def test_metrics_alone_keep_the_events_of_every_record_unbuilt() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", [b"a", b"b", b"c", b"d"])
+    bus = EventBus()
+    metrics = Metrics()
+    bus.subscribe(metrics, metrics.kinds)
+    probes = Probes()
+    bus.subscribe(probes, (Polled, Idle, Started, Stopping, Stopped))
+    assert bus and not bus.records
+    kinds: list[str] = []
+    bus.subscribe(lambda e: kinds.append(e.kind), (Polled, Handled, Delivered, Succeeded))
+    assert bus.records, "a subscriber of Delivered turns them on"
+    loop = loop_for(lambda m: None, client, bus=bus, max_poll_records=10)
+    loop.start()
+    loop.run_until_idle()
+    assert kinds[:2] == ["Polled", "Delivered"] and kinds.count("Succeeded") == 4
+    assert kinds.count("Handled") == 1
+    sample = metrics.registry.get_sample_value
+    assert sample("redrive_records_handled_total", {"listener": "test"}) == 4
+    assert sample("redrive_handling_duration_seconds_count", {"listener": "test"}) == 1
+    assert sample("redrive_handler_duration_seconds_count", {"listener": "test"}) is None
 
 
 def test_paused_partitions_get_a_due_gauge_removed_on_resume() -> None:
@@ -71,7 +104,7 @@ def test_paused_partitions_get_a_due_gauge_removed_on_resume() -> None:
 
     bus = EventBus()
     metrics = Metrics()
-    bus.subscribe(metrics)
+    bus.subscribe(metrics, metrics.kinds)
     seen: list[float | None] = []
     labels = {"listener": "test", "topic": "t", "partition": "0"}
     bus.subscribe(lambda e: seen.append(metrics.registry.get_sample_value(

@@ -29,13 +29,14 @@ from redrive.consumer.spec import ListenerSpec
 from redrive.errors import HandlingInterrupted, ListenerStopped
 from redrive.events import (
     BackingOff,
+    Due,
     EventBus,
     Failed,
     NotDue,
     Recovered,
     RecoveryRetrying,
     Succeeded,
-)  # fmt: skip
+)
 from redrive.headers import attempts_of, due_ms
 from redrive.message import Message, TopicPartition
 from redrive.recover.base import Context
@@ -143,6 +144,8 @@ class FailureHandler:
         due = due_ms(msg)
         wait = 0.0 if due is None else due / 1000 - self.wall_clock()
         if wait <= 0:
+            if due is not None and self.bus:
+                self.bus.emit(Due(self.spec.name, msg.tp, msg.offset, -wait))
             return None
         if self.bus:
             self.bus.emit(NotDue(self.spec.name, msg.tp, msg.offset, due / 1000 if due else 0))
@@ -169,7 +172,7 @@ class FailureHandler:
             self.committer.drop_state(msg)
             if state.running and self.persist:  # its running mark is cleared before the
                 self.committer.stale_marks.add(msg.tp)  # next record is handed over
-        if self.bus:
+        if self.bus.records:
             self.bus.emit(Succeeded(self.spec.name, msg.tp, msg.offset))
 
     def wait(self, msg: Message, delay: float) -> Hold:

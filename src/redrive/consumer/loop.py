@@ -27,6 +27,7 @@ from redrive.consumer.spec import ListenerSpec
 from redrive.events import (
     Assigned,
     EventBus,
+    Handled,
     Idle,
     Lost,
     Polled,
@@ -34,7 +35,7 @@ from redrive.events import (
     Started,
     Stopped,
     Stopping,
-)  # fmt: skip
+)
 from redrive.message import TopicPartition
 from redrive.recover.base import ListenerContext
 
@@ -162,11 +163,21 @@ class Loop:
             if self.bus:
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
-                dispatcher.dispatch(list(map(self._decode, records)))
+                if self.bus:
+                    self._dispatch_observed(records)
+                else:
+                    dispatcher.dispatch(list(map(self._decode, records)))
         elif self.bus:
             self.bus.emit(Idle(self.spec.name))
         dispatcher.settle()
         self.committer.flush("poll")
+
+    def _dispatch_observed(self, records: list[RawRecord]) -> None:
+        """Dispatch, and say how many records were handled and how long it took."""
+        handled, began = self.engine.handled, time.perf_counter()
+        self.dispatcher.dispatch(list(map(self._decode, records)))
+        took = time.perf_counter() - began
+        self.bus.emit(Handled(self.spec.name, self.engine.handled - handled, took))
 
     def run_until_idle(self, limit: int = 1000) -> int:
         """Run steps until one polls nothing while nothing waits or runs; the steps taken.

@@ -33,8 +33,10 @@ from redrive.events import (
     Committed,
     DeadLettered,
     Delivered,
+    Due,
     Event,
     Failed,
+    Handled,
     Idle,
     Lag,
     Lost,
@@ -51,7 +53,6 @@ from redrive.events import (
     Stopping,
     Succeeded,
 )
-from redrive.headers import due_ms
 from redrive.message import TopicPartition
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     # (name, type, labels, what it counts)
     ("redrive_records_received_total", "counter", "listener, topic",
      "records returned by polls"),
-    ("redrive_records_handled_total", "counter", "listener, topic",
+    ("redrive_records_handled_total", "counter", "listener",
      "records the handler finished without error"),
     ("redrive_records_failed_total", "counter", "listener, topic, exception",
      "handler failures (and undecodable records), by exception class"),
@@ -81,8 +82,11 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
      "recoveries that failed and will be tried again (e.g. a dead-letter write)"),
     ("redrive_deserialization_failures_total", "counter", "listener, topic",
      "records whose key or value could not be decoded"),
+    ("redrive_handling_duration_seconds", "histogram", "listener",
+     "time the loop took to hand one poll's records over: handler calls, failures decided, "
+     "recoveries (with concurrency > 1: queueing them)"),
     ("redrive_handler_duration_seconds", "histogram", "listener",
-     "time in one handler call (a record, or a batch)"),
+     "time in one handler call (a record, or a batch); only with Metrics(per_record=True)"),
     ("redrive_poll_records", "histogram", "listener", "records per non-empty poll"),
     ("redrive_commits_total", "counter", "listener, reason",
      "commits (reason poll, record, attempt, window, revoke, close ...)"),
@@ -121,23 +125,30 @@ class Metrics:
     consumer loop knows about metrics."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, *, max_exception_labels: int = 20
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_exception_labels: int = 20,
+        per_record: bool = False,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.max_exception_labels = max_exception_labels
+        self.per_record = per_record
 
         def make(kind: Any, name: str, labels: list[str], **kw: Any) -> Any:
             return kind(name, _help(name), labels, registry=self.registry, **kw)
 
         lt, li = ["listener", "topic"], ["listener"]
         self.received = make(Counter, "redrive_records_received", lt)
-        self.handled = make(Counter, "redrive_records_handled", lt)
+        self.handled = make(Counter, "redrive_records_handled", li)
         self.failed = make(Counter, "redrive_records_failed", [*lt, "exception"])
         self.retried = make(Counter, "redrive_records_retried", [*lt, "mode"])
         self.dead_lettered = make(Counter, "redrive_records_dead_lettered", lt)
         self.recovered = make(Counter, "redrive_records_recovered", [*lt, "outcome"])
         self.recovery_failures = make(Counter, "redrive_recovery_failures", lt)
         self.undecodable = make(Counter, "redrive_deserialization_failures", lt)
+        self.handling = make(Histogram, "redrive_handling_duration_seconds", li,
+                             buckets=_SECONDS)  # fmt: skip
         self.handler_duration = make(Histogram, "redrive_handler_duration_seconds", li,
                                      buckets=_SECONDS)  # fmt: skip
         self.poll_records = make(Histogram, "redrive_poll_records", li, buckets=_RECORDS)
@@ -169,8 +180,8 @@ class Metrics:
         self._paused: dict[str, set[TopicPartition]] = {}
         self._lagging: dict[str, set[TopicPartition]] = {}
         self._on: dict[type[Event], Callable[[Any], None]] = {
-            Polled: self._polled, Idle: self._idle, Delivered: self._delivered,
-            Succeeded: self._succeeded, Failed: self._failed, BackingOff: self._backing_off,
+            Polled: self._polled, Idle: self._idle, Handled: self._handled, Due: self._due,
+            Failed: self._failed, BackingOff: self._backing_off,
             RetryHop: self._retry_hop, DeadLettered: self._dead_lettered,
             Skipped: self._skipped, Recovered: self._recovered,
             RecoveryRetrying: self._recovery_retrying, Committed: self._committed,
@@ -179,6 +190,9 @@ class Metrics:
             Resumed: self._resumed, Lag: self._lag_ev, BreakerOpened: self._breaker,
             Started: self._started, Stopping: self._stopping, Stopped: self._stopped,
         }  # fmt: skip
+        if per_record:  # every record's two events: a cost per record (see RECORD_EVENTS)
+            self._on[Delivered] = self._delivered
+            self._on[Succeeded] = self._succeeded
 
     def attach(self, app: App) -> Metrics:
         """Subscribe to `app`'s bus (and ask it for lag readings every ``LAG_INTERVAL``
@@ -188,8 +202,13 @@ class Metrics:
         for spec in app.specs:
             self._groups[spec.name] = spec.group_id
             self._modes[spec.name] = spec.retry.mode
-        app.bus.subscribe(self)
+        app.bus.subscribe(self, self.kinds)
         return self
+
+    @property
+    def kinds(self) -> tuple[type[Event], ...]:
+        """The events these metrics read (``bus.subscribe(metrics, metrics.kinds)``)."""
+        return tuple(self._on)
 
     def __call__(self, event: Event) -> None:
         on = self._on.get(type(event))
@@ -244,21 +263,25 @@ class Metrics:
     def _idle(self, e: Idle) -> None:
         self._child(self.last_poll, e.listener).set(e.ts)
 
+    def _handled(self, e: Handled) -> None:
+        if e.count:
+            self._child(self.handled, e.listener).inc(e.count)
+        self._child(self.handling, e.listener).observe(e.seconds)
+
+    def _due(self, e: Due) -> None:
+        self._child(self.lateness, e.listener, e.tp.topic).observe(e.late)
+
     def _delivered(self, e: Delivered) -> None:
         tp, offset, _ = e.records[0]
         self._began[(e.listener, tp, offset)] = e.ts
-        for msg in e.messages:
-            if msg.attempt > 1 and (due := due_ms(msg)) is not None:
-                lateness = max(0.0, e.ts - due / 1000)
-                self._child(self.lateness, e.listener, msg.topic).observe(lateness)
 
     def _succeeded(self, e: Succeeded) -> None:
-        self._child(self.handled, e.listener, e.tp.topic).inc()
         if self._began:
             self._took(e)
 
     def _failed(self, e: Failed) -> None:
-        self._took(e)
+        if self._began:
+            self._took(e)
         name = self._exception(e.listener, e.error_type)
         self._child(self.failed, e.listener, e.tp.topic, name).inc()
         if e.error_type == DESERIALIZATION:
@@ -360,9 +383,10 @@ class Metrics:
     def _started(self, e: Started) -> None:
         self._groups[e.listener] = e.group_id
         for topic in e.topics:  # series that exist from the start: rate() sees the first one
-            for counter in (self.received, self.handled, self.dead_lettered,
-                            self.recovery_failures, self.undecodable):  # fmt: skip
+            for counter in (self.received, self.dead_lettered, self.recovery_failures,
+                            self.undecodable):  # fmt: skip
                 self._child(counter, e.listener, topic)
+        self._child(self.handled, e.listener)
         self._child(self.commit_failures, e.listener)
         self._child(self.breaker_open, e.listener).set(0)
         self._child(self.running, e.listener, e.group_id).set(1)

@@ -66,7 +66,7 @@ class Probes:
                 ms = spec.kafka.get("max.poll.interval.ms")
                 within = float(ms) / 1000 if ms is not None else DEFAULT_POLL_INTERVAL
             self._listeners.setdefault(spec.name, _Listener(within))
-        app.bus.subscribe(self)
+        app.bus.subscribe(self, (Polled, Idle, Started, Stopping, Stopped))
         return self
 
     def __call__(self, event: Event) -> None:

@@ -138,7 +138,7 @@ class Tracing:
     def attach(self, app: App) -> Tracing:
         """Subscribe to `app`'s bus. Returns self."""
         self._apps.append(app)
-        app.bus.subscribe(self)
+        app.bus.subscribe(self, tuple(self._on))
         return self
 
     def __call__(self, event: Event) -> None:

@@ -68,7 +68,7 @@ class OnLoopThread:
         With `isolate` (a batch's attempts are used up) a failure recovers it at once."""
         parts = self.parts
         engine = parts.engine
-        if parts.bus:
+        if parts.bus.records:
             parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         try:
             self._call(arg)

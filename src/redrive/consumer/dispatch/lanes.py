@@ -167,7 +167,7 @@ class Lanes:
             else:
                 self._release(lane)
                 return None
-        if self.bus:
+        if self.bus.records:
             self.bus.emit(Delivered(self.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         return item
 
