@@ -235,11 +235,14 @@ class Loop:
 
 
 def _poll_counts(records: Sequence[RawRecord]) -> tuple[tuple[TopicPartition, int, int], ...]:
-    counts: dict[TopicPartition, list[int]] = {}
+    # Runs for every record of every poll someone listens to: plain tuples, one lookup each.
+    counts: dict[tuple[str, int], list[int]] = {}
+    get = counts.get
     for r in records:
-        tp = TopicPartition(r.topic(), r.partition())
-        if tp in counts:
-            counts[tp][1] += 1
+        key = (r.topic(), r.partition())
+        c = get(key)
+        if c is None:
+            counts[key] = [r.offset(), 1]
         else:
-            counts[tp] = [r.offset(), 1]
-    return tuple((tp, first, n) for tp, (first, n) in counts.items())
+            c[1] += 1
+    return tuple((TopicPartition(t, p), first, n) for (t, p), (first, n) in counts.items())
