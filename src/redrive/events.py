@@ -4,9 +4,10 @@ Events are frozen values with the wall-clock time ``ts`` (seconds) and the ``lis
 The loop only builds an event when somebody listens (``if bus: bus.emit(...)``), so an
 unobserved loop pays one truth test per step. The two events of every record handled
 (``Delivered``, ``Succeeded``) are built only when a subscriber asked for them
-(``bus.records``): a subscriber that names the kinds it wants (``subscribe(s, kinds=...)``)
-and leaves them out, such as the metrics (which count ``Handled``, once per poll), costs the
-loop next to nothing per record.
+(``bus.records``), and ``Polled``, whose counts per partition take a look at every record,
+only when one asked for it (``bus.wants(Polled)``): a subscriber that names the kinds it
+wants (``subscribe(s, kinds=...)``) and leaves them out, such as the metrics (which count
+``Handled``, once per poll), costs the loop next to nothing per record.
 
 Catalogue:
 
@@ -26,8 +27,8 @@ Catalogue:
   recovery is tried again after a back-off.
 - ``Skipped``: a recoverer dropped a record on purpose.
 - ``RetryHop``: a record was sent to a retry topic, due at ``due``.
-- ``Handled``: after each poll's records were handed over: how many were handled
-  successfully since the previous one, and the seconds the hand-over took.
+- ``Handled``: after each poll's records were handed over: how many the poll returned, how
+  many were handled successfully since the previous one, and the seconds the hand-over took.
 - ``Due``: a retry-topic record's due time has passed; it is handed over ``late`` seconds
   after it.
 - ``Idle``: a poll returned no records (with ``Polled``, the sign that the loop polls).
@@ -200,7 +201,8 @@ class RetryHop(Event):
 
 @dataclass(frozen=True, slots=True)
 class Handled(Event):
-    count: int
+    received: int
+    handled: int
     seconds: float
     """Time the loop spent handing over one poll's records (with ``concurrency > 1``: queueing
     them; their handling shows in ``count`` at a later poll)."""
@@ -267,6 +269,7 @@ class EventBus:
         self._subscribers: tuple[tuple[Subscriber, frozenset[type[Event]] | None], ...] = ()
         self._lock = threading.Lock()
         self.records = False
+        self._wanted: frozenset[type[Event]] | None = frozenset()  # None: every kind
 
     def __bool__(self) -> bool:
         return bool(self._subscribers)
@@ -290,6 +293,18 @@ class EventBus:
 
     def _update(self) -> None:
         self.records = any(k is None or k & RECORD_EVENTS for _, k in self._subscribers)
+        wanted: set[type[Event]] = set()
+        for _, kinds in self._subscribers:
+            if kinds is None:
+                self._wanted = None
+                return
+            wanted |= kinds
+        self._wanted = frozenset(wanted)
+
+    def wants(self, kind: type[Event]) -> bool:
+        """True when a subscriber listens to events of type `kind`."""
+        wanted = self._wanted
+        return wanted is None or kind in wanted
 
     def emit(self, event: Event) -> None:
         kind = type(event)

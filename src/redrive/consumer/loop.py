@@ -160,7 +160,7 @@ class Loop:
             self._gone = set()
         self._polled = len(records)
         if records:
-            if self.bus:
+            if self.bus and self.bus.wants(Polled):  # its counts look at every record
                 self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
                 if self.bus:
@@ -177,7 +177,7 @@ class Loop:
         handled, began = self.engine.handled, time.perf_counter()
         self.dispatcher.dispatch(list(map(self._decode, records)))
         took = time.perf_counter() - began
-        self.bus.emit(Handled(self.spec.name, self.engine.handled - handled, took))
+        self.bus.emit(Handled(self.spec.name, len(records), self.engine.handled - handled, took))
 
     def run_until_idle(self, limit: int = 1000) -> int:
         """Run steps until one polls nothing while nothing waits or runs; the steps taken.

@@ -41,7 +41,6 @@ from redrive.events import (
     Lag,
     Lost,
     Paused,
-    Polled,
     Recovered,
     RecoveryRetrying,
     Resumed,
@@ -65,7 +64,7 @@ DESERIALIZATION = DeserializationError.__name__
 
 METRICS: tuple[tuple[str, str, str, str], ...] = (
     # (name, type, labels, what it counts)
-    ("redrive_records_received_total", "counter", "listener, topic",
+    ("redrive_records_received_total", "counter", "listener",
      "records returned by polls"),
     ("redrive_records_handled_total", "counter", "listener",
      "records the handler finished without error"),
@@ -139,7 +138,7 @@ class Metrics:
             return kind(name, _help(name), labels, registry=self.registry, **kw)
 
         lt, li = ["listener", "topic"], ["listener"]
-        self.received = make(Counter, "redrive_records_received", lt)
+        self.received = make(Counter, "redrive_records_received", li)
         self.handled = make(Counter, "redrive_records_handled", li)
         self.failed = make(Counter, "redrive_records_failed", [*lt, "exception"])
         self.retried = make(Counter, "redrive_records_retried", [*lt, "mode"])
@@ -180,7 +179,7 @@ class Metrics:
         self._paused: dict[str, set[TopicPartition]] = {}
         self._lagging: dict[str, set[TopicPartition]] = {}
         self._on: dict[type[Event], Callable[[Any], None]] = {
-            Polled: self._polled, Idle: self._idle, Handled: self._handled, Due: self._due,
+            Idle: self._idle, Handled: self._handled, Due: self._due,
             Failed: self._failed, BackingOff: self._backing_off,
             RetryHop: self._retry_hop, DeadLettered: self._dead_lettered,
             Skipped: self._skipped, Recovered: self._recovered,
@@ -252,21 +251,16 @@ class Metrics:
 
     # -- the events -----------------------------------------------------------------------
 
-    def _polled(self, e: Polled) -> None:
-        total = 0
-        for tp, _first, n in e.counts:
-            self._child(self.received, e.listener, tp.topic).inc(n)
-            total += n
-        self._child(self.poll_records, e.listener).observe(total)
-        self._child(self.last_poll, e.listener).set(e.ts)
-
     def _idle(self, e: Idle) -> None:
         self._child(self.last_poll, e.listener).set(e.ts)
 
     def _handled(self, e: Handled) -> None:
-        if e.count:
-            self._child(self.handled, e.listener).inc(e.count)
+        self._child(self.received, e.listener).inc(e.received)
+        self._child(self.poll_records, e.listener).observe(e.received)
+        if e.handled:
+            self._child(self.handled, e.listener).inc(e.handled)
         self._child(self.handling, e.listener).observe(e.seconds)
+        self._child(self.last_poll, e.listener).set(e.ts)
 
     def _due(self, e: Due) -> None:
         self._child(self.lateness, e.listener, e.tp.topic).observe(e.late)
@@ -383,9 +377,9 @@ class Metrics:
     def _started(self, e: Started) -> None:
         self._groups[e.listener] = e.group_id
         for topic in e.topics:  # series that exist from the start: rate() sees the first one
-            for counter in (self.received, self.dead_lettered, self.recovery_failures,
-                            self.undecodable):  # fmt: skip
+            for counter in (self.dead_lettered, self.recovery_failures, self.undecodable):
                 self._child(counter, e.listener, topic)
+        self._child(self.received, e.listener)
         self._child(self.handled, e.listener)
         self._child(self.commit_failures, e.listener)
         self._child(self.breaker_open, e.listener).set(0)

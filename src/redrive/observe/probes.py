@@ -21,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from redrive.events import Event, Idle, Polled, Started, Stopped, Stopping
+from redrive.events import Event, Handled, Idle, Started, Stopped, Stopping
 
 if TYPE_CHECKING:
     from redrive.app import App
+
+KINDS = (Handled, Idle, Started, Stopping, Stopped)
+"""The events the probes read: every poll ends with ``Handled`` or ``Idle``."""
 
 DEFAULT_POLL_INTERVAL = 300.0
 """librdkafka's ``max.poll.interval.ms`` default, in seconds."""
@@ -66,12 +69,12 @@ class Probes:
                 ms = spec.kafka.get("max.poll.interval.ms")
                 within = float(ms) / 1000 if ms is not None else DEFAULT_POLL_INTERVAL
             self._listeners.setdefault(spec.name, _Listener(within))
-        app.bus.subscribe(self, (Polled, Idle, Started, Stopping, Stopped))
+        app.bus.subscribe(self, KINDS)
         return self
 
     def __call__(self, event: Event) -> None:
         kind = type(event)
-        if kind is Polled or kind is Idle:
+        if kind is Handled or kind is Idle:
             state = self._listeners.get(event.listener)
             if state is not None:
                 state.last_poll = self.clock()

@@ -45,9 +45,9 @@ from redrive.events import (
     Delivered,
     Event,
     Failed,
+    Handled,
     Idle,
     Lost,
-    Polled,
     Recovered,
     RecoveryRetrying,
     RetryHop,
@@ -131,7 +131,7 @@ class Tracing:
             BackingOff: self._backing_off, RetryHop: self._retry_hop,
             DeadLettered: self._dead_lettered, Skipped: self._skipped,
             RecoveryRetrying: self._recovery_retrying, Recovered: self._recovered,
-            Polled: self._moved_on, Idle: self._moved_on, Stopping: self._stopping,
+            Handled: self._moved_on, Idle: self._moved_on, Stopping: self._stopping,
             Revoked: self._gone, Lost: self._gone,
         }  # fmt: skip
 
@@ -341,7 +341,7 @@ class Tracing:
         if opened is not None:
             opened.span.add_event("recovery failed", {"redrive.error": e.error})
 
-    def _moved_on(self, e: Polled | Idle) -> None:
+    def _moved_on(self, e: Handled | Idle) -> None:
         if e.listener in self._batches:
             self._end_batch(e.listener)
 
