@@ -17,7 +17,7 @@ from redrive import App, Message, RetryTopics, admin
 from redrive import headers as h
 from redrive.dlt.replay import replay
 from redrive.events import DeadLettered, Succeeded
-from redrive.observe import Tracing
+from redrive.observe import Metrics, Tracing
 
 from .helpers import FAST, running, wait_for
 
@@ -97,6 +97,7 @@ def test_o3_one_trace_from_first_failure_through_retry_hop_dead_letter_and_repla
             raise Broken(f"cannot store {msg.value}")
 
     Tracing(tracer_provider=provider).attach(app)
+    metrics = Metrics().attach(app)
     with running(app) as recorder:
         wait_for(lambda: recorder.of(DeadLettered), what="the record dead-lettered")
         result = replay(kafka, dlt_topic, tracer_provider=provider)
@@ -105,6 +106,11 @@ def test_o3_one_trace_from_first_failure_through_retry_hop_dead_letter_and_repla
             lambda: any(e.tp.topic == topic for e in recorder.of(Succeeded)),
             what="the replayed record handled",
         )
+    # the retry-topic record was handed over once, after its due time
+    late = [(s.labels["topic"], s.value) for m in metrics.registry.collect()
+            if m.name == "redrive_retry_topic_lateness_seconds"
+            for s in m.samples if s.name.endswith("_count")]  # fmt: skip
+    assert late == [(f"{topic}-retry", 1.0)]
     tree = _tree(exporter.get_finished_spans(), origin.trace_id)
     print("\n".join(tree))
     assert tree == [
