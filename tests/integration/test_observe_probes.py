@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 import signal
 import threading
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -16,21 +14,13 @@ from redrive import App, Message, admin
 from redrive.events import Delivered, Recorder
 from redrive.observe import Probes, serve
 
-from .helpers import wait_for
+from .helpers import http_get, wait_for
 from .test_signals import child  # noqa: F401 - the fixture: `redrive run` in a child process
 
 pytestmark = pytest.mark.integration
 
 # max.poll.interval.ms must be >= session.timeout.ms; 3 s keeps the blocked wait short
 SHORT = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 3000}
-
-
-def _status(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_o3_livez_fails_while_a_handler_blocks_past_the_poll_interval_and_readyz_flips_at_stop(
@@ -52,35 +42,35 @@ def test_o3_livez_fails_while_a_handler_blocks_past_the_poll_interval_and_readyz
     probes = Probes().attach(app)
     with serve(0, host="127.0.0.1", probes=probes) as server:
         base = f"http://127.0.0.1:{server.port}"
-        assert _status(f"{base}/readyz") == (503, "failing: not started: slow\n")
-        assert _status(f"{base}/livez")[0] == 200
+        assert http_get(f"{base}/readyz") == (503, "failing: not started: slow\n")
+        assert http_get(f"{base}/livez")[0] == 200
         app.start()
         try:
-            wait_for(lambda: _status(f"{base}/readyz")[0] == 200, what="ready")
+            wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, what="ready")
             admin.produce(kafka, topic, ["block-0"])
             wait_for(lambda: recorder.of(Delivered), what="the blocking record handed over")
-            wait_for(lambda: _status(f"{base}/livez")[0] == 503, timeout=30,
+            wait_for(lambda: http_get(f"{base}/livez")[0] == 503, timeout=30,
                      what="livez failing while the handler blocks")  # fmt: skip
-            code, text = _status(f"{base}/livez")
+            code, text = http_get(f"{base}/livez")
             assert code == 503 and text.startswith("failing: slow: no poll for "), text
             assert "(limit 3 s)" in text  # the listener's max.poll.interval.ms
             release[0].set()
-            wait_for(lambda: _status(f"{base}/livez")[0] == 200, what="livez back once it returns")
+            wait_for(lambda: http_get(f"{base}/livez")[0] == 200, what="livez back once it returns")
             assert handled == ["block-0"]
 
             admin.produce(kafka, topic, ["block-1"])
             wait_for(lambda: len(recorder.of(Delivered)) == 2, what="the second record handed over")
-            assert _status(f"{base}/readyz")[0] == 200
+            assert http_get(f"{base}/readyz")[0] == 200
             app.stop()  # the handler still blocks: the stop is under way
-            assert _status(f"{base}/readyz") == (503, "failing: stopping: slow\n")
-            assert _status(f"{base}/livez")[0] == 200, "a listener that is stopping is not stuck"
+            assert http_get(f"{base}/readyz") == (503, "failing: stopping: slow\n")
+            assert http_get(f"{base}/livez")[0] == 200, "a listener that is stopping is not stuck"
             assert handled == ["block-0"]
         finally:
             release[1].set()
             app.stop()
             app.join(60)
         assert handled == ["block-0", "block-1"]
-        assert _status(f"{base}/readyz")[0] == 503
+        assert http_get(f"{base}/readyz")[0] == 503
 
 
 def test_o3_redrive_run_metrics_port_serves_metrics_and_probes(kafka, make_topic, child) -> None:  # noqa: F811
@@ -97,11 +87,11 @@ def handle(msg: Message) -> None:
     c.wait_log("serving /metrics, /livez and /readyz on http://127.0.0.1:")
     port = int(re.search(r"http://127\.0\.0\.1:(\d+)", c.log()).group(1))  # type: ignore[union-attr]
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _status(f"{base}/readyz")[0] == 200, what="ready")
+    wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, what="ready")
     admin.produce(kafka, topic, ["one"])
     c.wait_mark("one")
     handled = 'redrive_records_handled_total{listener="handle"} 1.0'
-    wait_for(lambda: handled in _status(f"{base}/metrics")[1], what="the record counted")
-    assert _status(f"{base}/livez")[0] == 200
+    wait_for(lambda: handled in http_get(f"{base}/metrics")[1], what="the record counted")
+    assert http_get(f"{base}/livez")[0] == 200
     c.send(signal.SIGTERM)
     assert c.exit(30)[0] == 0

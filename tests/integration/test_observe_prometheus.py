@@ -22,7 +22,7 @@ from redrive.events import DeadLettered, Failed, Recorder, Succeeded
 from redrive.observe import Metrics, Probes, serve
 from redrive.observe.metrics import METRICS
 
-from .helpers import FAST, running, wait_for
+from .helpers import FAST, http_get, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +50,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 @contextmanager
 def prometheus(target: str, workdir: Path) -> Iterator[str]:
     """A Prometheus server scraping `target` every second (free port, data in `workdir`);
@@ -80,7 +70,7 @@ def prometheus(target: str, workdir: Path) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _get(f"{url}/-/ready")[0] == 200 or proc.poll() is not None,
+        wait_for(lambda: http_get(f"{url}/-/ready")[0] == 200 or proc.poll() is not None,
                  what="Prometheus ready")  # fmt: skip
         assert proc.poll() is None, (workdir / "prometheus.log").read_text()
         yield url
@@ -95,7 +85,7 @@ def prometheus(target: str, workdir: Path) -> Iterator[str]:
 
 
 def _query(url: str, promql: str) -> list[tuple[dict[str, str], float]]:
-    status, body = _get(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
+    status, body = http_get(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
     assert status == 200, body
     return [(r["metric"], float(r["value"][1])) for r in json.loads(body)["data"]["result"]]
 
@@ -170,8 +160,8 @@ def test_o3_prometheus_scrapes_what_the_scenario_did(kafka, make_topic, names, t
             raise AssertionError(f"{exc}; (scraped, expected): {differ}") from None
         assert _value(url, 'sum(redrive_records_received_total{listener="orders"})') >= 7
         assert _value(url, "sum(redrive_commits_total)") >= 1
-        ready = _get(f"http://127.0.0.1:{server.port}/readyz")
-        live = _get(f"http://127.0.0.1:{server.port}/livez")
+        ready = http_get(f"http://127.0.0.1:{server.port}/readyz")
+        live = http_get(f"http://127.0.0.1:{server.port}/livez")
         assert ready[0] == 200 and live[0] == 200, (ready, live)
         series = _query(url, '{__name__=~"redrive_.+", job="redrive"}')
     # One sample of each metric, as Prometheus stored it (the closing note quotes them).
