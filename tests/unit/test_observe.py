@@ -166,3 +166,37 @@ def test_the_readme_lists_every_metric() -> None:
     text = README.read_text()
     missing = [name for name, *_ in METRICS if f"`{name}`" not in text]
     assert not missing
+
+
+def test_handled_counts_records_however_they_were_handed_over() -> None:
+    """Now, after an in-place back-off (resumed at the top of a later step), or settled by
+    worker threads: each success is counted once."""
+    from dataclasses import replace
+
+    from redrive.consumer.loop import Loop
+
+    for retry, concurrency in ((Retry.in_place(BackOff.fixed(1.0)), 1), (Retry(), 4)):
+        clock = FakeClock()
+        client = FakeClient(clock=clock)
+        client.add("t", [b"a", b"b", b"c", b"d"])
+        failed: list[bytes] = []
+
+        def handle(msg: object, failed: list[bytes] = failed) -> None:
+            value = msg.value  # type: ignore[attr-defined]
+            if value == b"b" and not failed:
+                failed.append(value)
+                raise A("once")
+
+        bus = EventBus()
+        metrics = Metrics()
+        bus.subscribe(metrics, metrics.kinds)
+        base = loop_for(handle, client, bus=bus, retry=retry, max_poll_records=10)
+        loop = Loop(replace(base.spec, concurrency=concurrency), client, bus=bus, clock=clock,
+                    wall_clock=clock)  # fmt: skip
+        loop.start()
+        loop.run_until_idle()
+        loop.close()
+        handled = metrics.registry.get_sample_value(
+            "redrive_records_handled_total", {"listener": "test"}
+        )
+        assert (concurrency, handled, failed) == (concurrency, 4, [b"b"])

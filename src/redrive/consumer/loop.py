@@ -66,6 +66,7 @@ class Loop:
         """True once ``close()`` began: past the handler, committing and leaving the group."""
         self._gone: set[TopicPartition] = set()  # revoked or lost during the current poll
         self._polled = 0
+        self._said = 0  # records handled as of the last Handled event
         concurrent = spec.concurrency > 1 and not spec.batch
         persist = spec.retry.mode == "seek"
         # records an owner may be handling past its committed position: a poll's, or under
@@ -159,25 +160,29 @@ class Loop:
             records = [r for r in records if (r.topic(), r.partition()) not in gone]
             self._gone = set()
         self._polled = len(records)
+        bus = self.bus
+        took = 0.0
         if records:
-            if self.bus and self.bus.wants(Polled):  # its counts look at every record
-                self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
+            if bus and bus.wants(Polled):  # its counts look at every record
+                bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
-                if self.bus:
-                    self._dispatch_observed(records)
-                else:
-                    dispatcher.dispatch(list(map(self._decode, records)))
-        elif self.bus:
-            self.bus.emit(Idle(self.spec.name))
+                began = time.perf_counter() if bus else 0.0
+                dispatcher.dispatch(list(map(self._decode, records)))
+                took = time.perf_counter() - began if bus else 0.0
+        elif bus:
+            bus.emit(Idle(self.spec.name))
         dispatcher.settle()
+        if bus:
+            self._say_handled(len(records), took)
         self.committer.flush("poll")
 
-    def _dispatch_observed(self, records: list[RawRecord]) -> None:
-        """Dispatch, and say how many records were handled and how long it took."""
-        handled, began = self.engine.handled, time.perf_counter()
-        self.dispatcher.dispatch(list(map(self._decode, records)))
-        took = time.perf_counter() - began
-        self.bus.emit(Handled(self.spec.name, len(records), self.engine.handled - handled, took))
+    def _say_handled(self, received: int, took: float) -> None:
+        """Once per poll: records received, handled since the last time (however they were
+        handed over: now, resumed after a back-off, or settled by workers), and the time."""
+        handled = self.engine.handled
+        if received or handled != self._said:
+            count, self._said = handled - self._said, handled
+            self.bus.emit(Handled(self.spec.name, received, count, took))
 
     def run_until_idle(self, limit: int = 1000) -> int:
         """Run steps until one polls nothing while nothing waits or runs; the steps taken.
