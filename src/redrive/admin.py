@@ -315,9 +315,11 @@ def produce(
     partition: int | None = None,
     headers: Sequence[tuple[str, bytes]] | None = None,
     timeout: float = 30.0,
+    batch_each: bool = False,
 ) -> list[tuple[int, int]]:
     """Produce records (values, or (key, value) pairs) and wait up to `timeout` seconds for
-    every acknowledgement.
+    every acknowledgement. With `batch_each`, every record is a producer batch of its own
+    (a share group hands whole batches to one member: records sent apart can be shared).
 
     Returns (partition, offset) of each record in order.
     """
@@ -325,7 +327,13 @@ def produce(
     for rec in records:
         key, value = rec if isinstance(rec, tuple) else (None, rec)
         outgoing.append((topic, _bytes(key), _bytes(value), headers, partition))
-    acks = send(_quiet(bootstrap_servers, {"linger.ms": 5}), outgoing, timeout)
+    # idempotence keeps the order when a batch is retried (many batches are in flight)
+    extra: dict[str, Any] = (
+        {"linger.ms": 0, "batch.num.messages": 1, "enable.idempotence": True}
+        if batch_each
+        else {"linger.ms": 5}
+    )
+    acks = send(_quiet(bootstrap_servers, extra), outgoing, timeout)
     done = [a for a in acks if isinstance(a, tuple)]
     if len(done) < len(acks):
         errors = sorted({a for a in acks if isinstance(a, str)})

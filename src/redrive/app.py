@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redrive.consumer.client import ConfluentClient
 from redrive.consumer.commit import Commit
@@ -20,7 +20,7 @@ from redrive.consumer.spec import ListenerSpec
 from redrive.errors import ConfigError, KafkaUnavailable, StopTimeout, UsageError
 from redrive.events import EventBus, Lag
 from redrive.message import Message, TopicPartition
-from redrive.options import KafkaValue, ListenerOptions, Ordering
+from redrive.options import KafkaValue, ListenerOptions, Ordering, ShareListenerOptions
 from redrive.recover.base import Recoverer
 from redrive.recover.breaker import default_recoverer
 from redrive.retry.backoff import BackOff
@@ -36,6 +36,10 @@ from redrive.topics import (
     retry_listener,
     wanted_topics,
 )
+
+if TYPE_CHECKING:
+    from redrive.share.group import ShareGroup
+    from redrive.share.loop import ShareLoop
 
 log = logging.getLogger("redrive.app")
 
@@ -120,7 +124,7 @@ class App:
             raise ConfigError("lag_interval", f"must be > 0 seconds or None, got {lag_interval!r}")
         self.lag_interval = lag_interval
         self.specs: list[ListenerSpec] = []
-        self.loops: list[Loop] = []
+        self.loops: list[Loop | ShareLoop] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._stopped = threading.Event()
@@ -239,16 +243,160 @@ class App:
         )
         return self._register(topics, options, batch=True)
 
+    def share_listener(
+        self,
+        topics: str | Iterable[str],
+        *,
+        group_id: str | None = None,
+        share_group: ShareGroup | None = None,
+        consumers: int = 1,
+        max_poll_records: int = 500,
+        key_deserializer: DeserializerOption = "bytes",
+        value_deserializer: DeserializerOption = "bytes",
+        retry: Retry | None = None,
+        recoverer: Recoverer | None = None,
+        kafka: Mapping[str, KafkaValue] | None = None,
+        poll_timeout: float = 0.5,
+        name: str | None = None,
+        drain_timeout: float = 30.0,
+        missing_topics: MissingTopics = "wait",
+    ) -> Callable[[RecordHandlerT], RecordHandlerT]:
+        """Register a record listener on a *share group* (KIP-932, Queues for Kafka).
+
+        ```python
+        @app.share_listener("jobs", group_id="workers", consumers=4,
+                            share_group=ShareGroup(delivery_limit=5, lock_duration=30))
+        def handle(msg: Message) -> None: ...   # msg.attempt: the broker's delivery count
+        ```
+
+        The broker hands each record to one member of the group, any number of members per
+        partition, and counts its deliveries. A handled record is accepted; a retryable
+        failure releases it (delivered again at once, to any member); a fatal failure, or
+        the last attempt, is dead-lettered and rejected once the dead letter is confirmed.
+        ``redrive.options.ShareListenerOptions`` documents each option; the README's
+        "Share groups" section says what differs from ``listener()``.
+        """
+        options = ShareListenerOptions(
+            group_id=group_id, share_group=share_group, consumers=consumers,
+            max_poll_records=max_poll_records, key_deserializer=key_deserializer,
+            value_deserializer=value_deserializer, retry=retry, recoverer=recoverer,
+            kafka=kafka, poll_timeout=poll_timeout, name=name, drain_timeout=drain_timeout,
+            missing_topics=missing_topics,
+        )  # fmt: skip
+        return self._register_share(topics, options, batch=False)
+
+    def share_batch_listener(
+        self,
+        topics: str | Iterable[str],
+        *,
+        group_id: str | None = None,
+        share_group: ShareGroup | None = None,
+        consumers: int = 1,
+        max_poll_records: int = 500,
+        key_deserializer: DeserializerOption = "bytes",
+        value_deserializer: DeserializerOption = "bytes",
+        retry: Retry | None = None,
+        recoverer: Recoverer | None = None,
+        kafka: Mapping[str, KafkaValue] | None = None,
+        poll_timeout: float = 0.5,
+        name: str | None = None,
+        drain_timeout: float = 30.0,
+        missing_topics: MissingTopics = "wait",
+    ) -> Callable[[BatchHandlerT], BatchHandlerT]:
+        """Register a batch listener on a share group: ``handler(batch)`` once per poll.
+
+        Raise ``BatchFailed(index=i)`` to say which record failed: the records before it
+        are accepted, it goes to the failure engine, the rest are handed over again in the
+        same delivery. Any other exception hands the batch over one record at a time.
+        Options as for ``share_listener()``.
+        """
+        options = ShareListenerOptions(
+            group_id=group_id, share_group=share_group, consumers=consumers,
+            max_poll_records=max_poll_records, key_deserializer=key_deserializer,
+            value_deserializer=value_deserializer, retry=retry, recoverer=recoverer,
+            kafka=kafka, poll_timeout=poll_timeout, name=name, drain_timeout=drain_timeout,
+            missing_topics=missing_topics,
+        )  # fmt: skip
+        return self._register_share(topics, options, batch=True)
+
+    def _register_share(
+        self, topics: str | Iterable[str], options: ShareListenerOptions, *, batch: bool
+    ) -> Callable[[H], H]:
+        from redrive.share.client import RESERVED
+        from redrive.share.group import ShareGroup
+
+        topic_list, group = self._topics_and_group(topics, options.group_id)
+        user_kafka = {**self.kafka, **(options.kafka or {})}
+        reserved = {k: _RESERVED[k] for k in ("group.id", "bootstrap.servers")}
+        for key, why in {**reserved, **RESERVED}.items():
+            if key in user_kafka:
+                raise ConfigError(f"kafka:{key}", f"is set by redrive: {why}")
+        self._no_clash(topic_list, group)
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": group,
+            **user_kafka,
+        }
+        key_des = resolve("key_deserializer", options.key_deserializer)
+        value_des = resolve("value_deserializer", options.value_deserializer)
+
+        def register(handler: H) -> H:
+            if not callable(handler):
+                raise ConfigError("handler", f"must be callable, got {handler!r}")
+            self.specs.append(
+                ListenerSpec(
+                    name=options.name or str(getattr(handler, "__qualname__", repr(handler))),
+                    topics=topic_list,
+                    group_id=group,
+                    handler=handler,
+                    batch=batch,
+                    max_poll_records=options.max_poll_records,
+                    key_deserializer=key_des,
+                    value_deserializer=value_des,
+                    commit=Commit.per_poll(),  # unused: acknowledgements replace commits
+                    retry=options.retry or Retry(),
+                    recoverer=(
+                        options.recoverer if options.recoverer is not None else default_recoverer()
+                    ),  # fmt: skip
+                    kafka=settings,
+                    poll_timeout=options.poll_timeout,
+                    drain_timeout=options.drain_timeout,
+                    share=options.share_group or ShareGroup(),
+                    consumers=options.consumers,
+                )
+            )
+            self._missing_topics[(group, topic_list)] = options.missing_topics
+            return handler
+
+        return register
+
+    def _topics_and_group(
+        self, topics: str | Iterable[str], group_id: str | None
+    ) -> tuple[tuple[str, ...], str]:
+        topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
+        if not topic_list or not all(isinstance(t, str) and t for t in topic_list):
+            raise ConfigError("topics", f"give one or more topic names, got {topics!r}")
+        group = group_id or self.group_id
+        if not group:
+            raise ConfigError("group_id", "no group id: pass group_id= to App or to the listener")
+        return topic_list, group
+
+    def _no_clash(self, topic_list: tuple[str, ...], group: str) -> None:
+        for spec in self.specs:
+            clash = set(spec.topics) & set(topic_list)
+            if spec.group_id == group and clash:
+                raise ConfigError(
+                    "listener",
+                    f"topic {sorted(clash)[0]!r} already has listener {spec.name!r} in group "
+                    f"{group!r}; one listener per topic and group (use another group_id to "
+                    "consume it twice)",
+                )
+
     def _register(
         self, topics: str | Iterable[str], options: ListenerOptions, *, batch: bool
     ) -> Callable[[H], H]:
         """Check what one option cannot check alone, then return the decorator."""
-        topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
-        if not topic_list or not all(isinstance(t, str) and t for t in topic_list):
-            raise ConfigError("topics", f"give one or more topic names, got {topics!r}")
-        group = options.group_id or self.group_id
-        if not group:
-            raise ConfigError("group_id", "no group id: pass group_id= to App or to the listener")
+        topic_list, group = self._topics_and_group(topics, options.group_id)
         concurrency, commit = options.concurrency, options.commit
         if batch:
             for option, default in (("concurrency", 1), ("ordering", "partition"),
@@ -272,15 +420,7 @@ class App:
         for key, why in _RESERVED.items():
             if key in user_kafka:
                 raise ConfigError(f"kafka:{key}", f"is set by redrive: {why}")
-        for spec in self.specs:
-            clash = set(spec.topics) & set(topic_list)
-            if spec.group_id == group and clash:
-                raise ConfigError(
-                    "listener",
-                    f"topic {sorted(clash)[0]!r} already has listener {spec.name!r} in group "
-                    f"{group!r}; one listener per topic and group (use another group_id to "
-                    "consume it twice)",
-                )
+        self._no_clash(topic_list, group)
         settings: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": group,
@@ -384,10 +524,15 @@ class App:
                     clients[i].close()
                     clients[i] = self._client(spec)
             # Still inside the try: building a loop or describing a recoverer may raise too.
-            loops = [
-                Loop(spec, c, bus=self.bus) for spec, c in zip(self.specs, clients, strict=True)
-            ]
+            loops: list[Loop | ShareLoop] = []
+            for spec, c in zip(self.specs, clients, strict=True):
+                if spec.share is None:
+                    loops.append(Loop(spec, c, bus=self.bus))
+                else:
+                    loops += self._share_loops(spec)
             for spec in self.specs:
+                if spec.share is not None:
+                    continue  # _share_loops logged it
                 log.info(
                     "listener %s: topics=%s group=%s %s, commit=%s, retry=%s%s, recoverer=%s%s",
                     spec.name, ",".join(spec.topics), spec.group_id,
@@ -407,7 +552,7 @@ class App:
             for loop in loops:
                 loop.stop()
         self._threads = [
-            threading.Thread(target=self._run_loop, args=(loop,), name=f"redrive:{loop.spec.name}")
+            threading.Thread(target=self._run_loop, args=(loop,), name=f"redrive:{_name(loop)}")
             for loop in self.loops
         ]
         for t in self._threads:
@@ -419,15 +564,50 @@ class App:
             self._watch.start()
 
     def _client(self, spec: ListenerSpec) -> ConfluentClient:
-        if self.lag_interval is None:
-            return ConfluentClient(spec.kafka)
+        """The client of a listener (for a share listener: the one that checks the broker
+        answers), reporting each partition's lag when ``lag_interval`` is set."""
+        settings = _check_settings(spec)
+        if self.lag_interval is None or spec.share is not None:
+            return ConfluentClient(settings)
         bus, name = self.bus, spec.name
 
         def on_lag(lags: tuple[tuple[TopicPartition, int], ...]) -> None:
             if bus:
                 bus.emit(Lag(name, lags))
 
-        return ConfluentClient(spec.kafka, on_lag=on_lag, lag_interval=self.lag_interval)
+        return ConfluentClient(settings, on_lag=on_lag, lag_interval=self.lag_interval)
+
+    def _share_loops(self, spec: ListenerSpec) -> list[ShareLoop]:
+        """Write the share group's settings, then one loop (and client) per member."""
+        from redrive.share import client as share_client
+        from redrive.share.group import apply
+        from redrive.share.loop import ShareLoop
+
+        assert spec.share is not None
+        share_client.check_version()
+        timeout = 30.0 if self.connect_timeout is None else self.connect_timeout
+        group = apply(spec.kafka, spec.group_id, spec.share, timeout)
+        log.info(
+            "share listener %s: topics=%s share group=%s %s, %d member(s), delivery limit %d "
+            "(handled at most %d times), lock %gs, start %s, retry=%s, recoverer=%s",
+            spec.name, ",".join(spec.topics), spec.group_id, "batch" if spec.batch else "record",
+            spec.consumers, group.delivery_limit, group.delivery_limit - 1, group.lock_duration,
+            group.auto_offset_reset, spec.retry.describe(), spec.recoverer.describe(),
+        )  # fmt: skip
+        settings = {**spec.kafka, "max.poll.records": spec.max_poll_records}
+        loops = []
+        try:
+            for i in range(spec.consumers):
+                member = spec.name if spec.consumers == 1 else f"{spec.name}#{i + 1}"
+                client = share_client.ShareClient(settings)
+                loops.append(ShareLoop(spec, client, limit=group.delivery_limit,
+                                       lock=group.lock_duration, bus=self.bus,
+                                       member=member))  # fmt: skip
+        except BaseException:
+            for loop in loops:
+                loop.client.close()
+            raise
+        return loops
 
     def _ensure_topics(self) -> list[Waiting]:
         """Create the missing topics each listener may create, fail on those it must not
@@ -487,7 +667,7 @@ class App:
             log.info("Kafka at %s answered after %.0f s", self.bootstrap_servers, waited)
         return True
 
-    def _run_loop(self, loop: Loop) -> None:
+    def _run_loop(self, loop: Loop | ShareLoop) -> None:
         try:
             loop.run()
         except BaseException as exc:
@@ -599,6 +779,19 @@ class App:
             watch.stop()
             if watch.join(timeout):
                 self._watch = None
+
+
+def _check_settings(spec: ListenerSpec) -> dict[str, Any]:
+    """The settings of the client that checks the broker answers: a share listener's
+    without those only a share consumer takes."""
+    if spec.share is None:
+        return dict(spec.kafka)
+    return {k: v for k, v in spec.kafka.items() if not k.startswith(("share.", "max.poll."))}
+
+
+def _name(loop: Loop | ShareLoop) -> str:
+    """The thread name of a loop: its listener's, or its share-group member's."""
+    return loop.spec.name if isinstance(loop, Loop) else loop.name
 
 
 REFRESH = "topic.metadata.refresh.interval.ms"

@@ -8,9 +8,11 @@ RedriveError
 ├── UsageError(RuntimeError)       redrive was called where it cannot work (the fix is named)
 ├── StopTimeout(TimeoutError)      a graceful stop did not finish within the drain timeout
 ├── ClientError                    the Kafka client reported an error redrive cannot handle
-│   └── CommitFailed               a commit was refused (rebalance, lost ownership); retried
+│   ├── CommitFailed               a commit was refused (rebalance, lost ownership); retried
+│   └── ShareGroupsUnavailable     the broker offers no share groups (KIP-932)
 ├── RecoveryFailed                 a recoverer (e.g. the dead-letter publisher) failed
 ├── HandlingInterrupted            the process died while handling a record, too often
+│   └── DeliveryLimitReached       a share group delivered a record its last time unhandled
 └── ListenerStopped                a recoverer or circuit breaker stopped a listener on purpose
 ```
 
@@ -101,8 +103,43 @@ class HandlingInterrupted(RedriveError):
         super().__init__(text)
 
 
+class DeliveryLimitReached(HandlingInterrupted):
+    """The reason a share listener recovers a record the broker delivers for the last time.
+
+    A share listener dead-letters a failing record one delivery before the group's
+    ``share.delivery.count.limit``, so a record that arrives *at* the limit was interrupted
+    (the member died, or its acquisition lock expired, while the handler ran). It is not
+    handed over again: the broker would archive it, without a dead letter, if this last
+    delivery were interrupted too.
+    """
+
+    def __init__(self, deliveries: int, limit: int) -> None:
+        self.deliveries = deliveries
+        self.limit = limit
+        RedriveError.__init__(
+            self,
+            f"delivered {deliveries} times (the share group's delivery limit is {limit}) "
+            "without an outcome: a member died, or its acquisition lock expired, while the "
+            "handler ran",
+        )
+        self.interruptions = 1
+        self.last_error = ""
+
+
 class ListenerStopped(RedriveError):
     """A listener was stopped on purpose (stop recoverer, circuit breaker)."""
+
+
+class ShareGroupsUnavailable(ClientError):
+    """The broker does not offer share groups (KIP-932), so a share listener cannot run."""
+
+    def __init__(self, servers: str, reason: str) -> None:
+        super().__init__(
+            f"the Kafka broker at {servers} does not offer share groups ({reason}). Share "
+            "listeners need Apache Kafka 4.2 or newer with the share.version feature enabled "
+            "(`kafka-features.sh --bootstrap-server ... upgrade --feature share.version=1`); "
+            "or use @app.listener (consumer groups)."
+        )
 
 
 class BatchFailed(Exception):  # noqa: N818 - a signal, named after what happened

@@ -39,6 +39,8 @@ Catalogue:
 - ``Lag``: records between each partition's committed position and its high watermark,
   from the client's statistics (only while someone asked for them, see ``App.lag_interval``).
 - ``BreakerOpened``: the dead-letter circuit breaker tripped; the listener stops.
+- ``Acknowledged``: a share listener's acknowledgement of a record (accept, release or
+  reject) was taken by the broker (share groups, S1); ``delivery`` is its delivery count.
 """
 
 from __future__ import annotations
@@ -205,7 +207,7 @@ class Handled(Event):
     handled: int
     seconds: float
     """Time the loop spent handing over one poll's records (with ``concurrency > 1``: queueing
-    them; their handling shows in ``count`` at a later poll)."""
+    them; their handling shows in ``handled`` at a later poll)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +251,16 @@ class Lag(Event):
 @dataclass(frozen=True, slots=True)
 class BreakerOpened(Event):
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged(Event):
+    tp: TopicPartition
+    offset: int
+    outcome: str
+    """"accept", "release" or "reject"."""
+    delivery: int
+    """The broker's delivery count of the record when it was acknowledged."""
 
 
 Subscriber = Callable[[Event], Any]

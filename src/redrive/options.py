@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from redrive.consumer.commit import Commit
 from redrive.errors import ConfigError
@@ -29,6 +29,9 @@ from redrive.retry.policy import Retry
 from redrive.serde import DeserializerOption, check_deserializer
 from redrive.topics import RetryTopics
 from redrive.topics.create import MISSING_TOPICS, MissingTopics
+
+if TYPE_CHECKING:
+    from redrive.share.group import ShareGroup
 
 Ordering = Literal["partition", "key", "none"]
 """How ``concurrency > 1`` keeps records in order: per partition, per key, or not at all."""
@@ -108,6 +111,71 @@ class ListenerOptions:
             )
         if self.max_in_flight is not None:
             _whole("max_in_flight", self.max_in_flight, "a whole number >= 1 or None")
+        _seconds("drain_timeout", self.drain_timeout, zero=True)
+        if self.missing_topics not in MISSING_TOPICS:
+            raise ConfigError(
+                "missing_topics",
+                f"must be 'wait', 'fail' or 'create', got {_got(self.missing_topics)}",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShareListenerOptions:
+    """The options of one share listener (``App.share_listener()``,
+    ``App.share_batch_listener()``), checked when it is built. A share group has no
+    positions to commit and no partitions to pause: ``commit``, ``retry_topics``,
+    ``concurrency`` and ``ordering`` do not apply; ``consumers`` runs several members."""
+
+    group_id: str | None = None
+    """Share group of the listener; None: the ``group_id`` given to ``App``."""
+    share_group: ShareGroup | None = None
+    """The share group's delivery limit, lock duration and start, written at start; None:
+    ``ShareGroup()`` (start at the earliest record, the broker's limit and lock)."""
+    consumers: int = 1
+    """Members of the share group this App runs (a thread and a client each); more members
+    than partitions share the partitions' records."""
+    max_poll_records: int = 500
+    """Most records one poll acquires (one batch, for a batch listener)."""
+    key_deserializer: DeserializerOption = "bytes"
+    """How ``msg.key`` is decoded: "bytes" (as is), "str" (UTF-8), "json", or a function."""
+    value_deserializer: DeserializerOption = "bytes"
+    """How ``msg.value`` is decoded: "bytes" (as is), "str" (UTF-8), "json", or a function."""
+    retry: Retry | None = None
+    """Which failures are fatal and how many deliveries a record gets (its back-off's
+    ``max_attempts``, capped one below the group's delivery limit); delays do not apply:
+    a released record is delivered again at once. None: ``Retry()``."""
+    recoverer: Recoverer | None = None
+    """The final action before a record is rejected; None: ``DeadLetter()`` behind a
+    ``CircuitBreaker``."""
+    kafka: Mapping[str, KafkaValue] | None = None
+    """confluent-kafka share consumer settings; they win over ``App(kafka=)``."""
+    poll_timeout: float = 0.5
+    """Seconds one poll waits for records."""
+    name: str | None = None
+    """The listener's name in logs and events; None: the handler's qualified name."""
+    drain_timeout: float = 30.0
+    """Seconds a stop waits for the running handler."""
+    missing_topics: MissingTopics = "wait"
+    """A topic of the listener missing at start: "wait", "fail" or "create"."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for the first option whose type or value is not accepted."""
+        from redrive.share.group import ShareGroup
+
+        _optional_text("group_id", self.group_id)
+        _instance("share_group", self.share_group, ShareGroup, "ShareGroup(delivery_limit=5)")
+        _whole("consumers", self.consumers)
+        _whole("max_poll_records", self.max_poll_records)
+        check_deserializer("key_deserializer", self.key_deserializer)
+        check_deserializer("value_deserializer", self.value_deserializer)
+        _retry(self.retry)
+        _recoverer(self.recoverer)
+        _kafka(self.kafka)
+        _seconds("poll_timeout", self.poll_timeout, zero=False)
+        _optional_text("name", self.name)
         _seconds("drain_timeout", self.drain_timeout, zero=True)
         if self.missing_topics not in MISSING_TOPICS:
             raise ConfigError(

@@ -96,6 +96,14 @@ FAST_SETTINGS: Mapping[str, str] = {
     "log.flush.interval.messages": "9223372036854775807",
     "num.network.threads": "2",
     "num.io.threads": "4",
+    # Share groups (KIP-932) are on in Kafka 4.3 (feature share.version=1 at format). These
+    # lower the floors so tests can use short acquisition locks and notice a dead member
+    # fast; a group's own values stay the broker defaults (lock 30 s, limit 5) unless set.
+    "group.share.min.record.lock.duration.ms": "1000",
+    "group.share.min.session.timeout.ms": "1000",
+    "group.share.session.timeout.ms": "10000",
+    "group.share.min.heartbeat.interval.ms": "500",
+    "group.share.heartbeat.interval.ms": "1000",
 }
 
 
@@ -217,6 +225,8 @@ class LocalKafka:
 
     ``port=None`` picks a free port. ``data_dir=None`` uses a fresh temporary folder that is
     removed on stop. ``settings`` override broker settings (``server.properties`` keys).
+    ``features`` sets feature levels when the storage is formatted (``{"share.version": 0}``
+    gives a broker without share groups).
     """
 
     def __init__(
@@ -229,6 +239,7 @@ class LocalKafka:
         cache: Path | None = None,
         ready_timeout: float = 60.0,
         heap: str = "768m",
+        features: Mapping[str, int] | None = None,
     ) -> None:
         self.port = port
         self.version = version
@@ -236,6 +247,7 @@ class LocalKafka:
         self.cache = cache
         self.ready_timeout = ready_timeout
         self.heap = heap
+        self.features = dict(features or {})
         self._own_data_dir = data_dir is None
         self.data_dir = data_dir
         self.process: subprocess.Popen[bytes] | None = None
@@ -308,7 +320,7 @@ class LocalKafka:
         fmt = subprocess.run(
             # "=": a random id may start with "-", which the tool would read as an option
             [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
-             f"--config={config}"],
+             f"--config={config}", *(f"--feature={k}={v}" for k, v in self.features.items())],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if fmt.returncode != 0:

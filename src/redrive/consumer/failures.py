@@ -22,11 +22,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from redrive.consumer.client import Positions
 from redrive.consumer.committer import Committer
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import HandlingInterrupted, ListenerStopped
+from redrive.errors import DeliveryLimitReached, HandlingInterrupted, ListenerStopped
 from redrive.events import (
     BackingOff,
     Due,
@@ -217,11 +218,10 @@ class FailureHandler:
         """Bring the record to a final outcome with the recoverer, or wait and try again."""
         spec = self.spec
         state = state or Attempt(failures=1, first_failure=self.wall_clock())
-        ctx = Context(spec.name, spec.group_id, state.failures + state.interruptions,
-                      state.first_failure or self.wall_clock(), self.bus, spec.kafka,
-                      state.interruptions)  # fmt: skip
         try:
-            spec.recoverer.recover(msg, exc, ctx)
+            first = state.first_failure or self.wall_clock()
+            attempts = state.failures + state.interruptions
+            run_recoverer(spec, self.bus, msg, exc, attempts, first, state.interruptions)
         except ListenerStopped:
             # Stopped on purpose (Stop, circuit breaker): after a restart the record gets a
             # fresh set of attempts, for the code that presumably fixed the cause.
@@ -270,6 +270,105 @@ class FailureHandler:
             self.bus.emit(Failed(self.spec.name, msg.tp, msg.offset, attempts,
                                  type(exc).__name__, str(exc), True))  # fmt: skip
         return self.recover(msg, exc, Attempt(failures=attempts, first_failure=self.wall_clock()))
+
+
+def run_recoverer(spec: ListenerSpec, bus: EventBus, msg: Message, exc: BaseException,
+                  attempts: int, first_failure: float, interruptions: int = 0) -> None:  # fmt: skip
+    """Hand `msg` to the listener's recoverer; returns when it reached a final outcome
+    (a dead letter the broker confirmed, D3), raises when it did not."""
+    ctx = Context(spec.name, spec.group_id, attempts, first_failure, bus, spec.kafka,
+                  interruptions)  # fmt: skip
+    spec.recoverer.recover(msg, exc, ctx)
+
+
+Verdict = Literal["accept", "release", "reject"]
+"""What a share listener tells the broker about a record (see ``CountedFailures``)."""
+
+
+class CountedFailures:
+    """The failure engine for records whose deliveries the broker counts (share groups, S1).
+
+    A share group's broker keeps each record's delivery count (``msg.attempt``), so this
+    half of the engine keeps no state: it classifies the failure (F5) and asks the
+    listener's ``Retry`` whether attempts are left, exactly as ``FailureHandler`` does,
+    and runs the same recoverer. What differs is the answer: not a delay, but what to tell
+    the broker.
+
+    - ``gate``: an undecodable record is recovered (F4); a record delivered at the group's
+      ``limit`` is recovered without being handed over (``DeliveryLimitReached``): failures
+      are recovered one delivery earlier, so only an interrupted delivery gets there, and a
+      last delivery interrupted again would be archived by the broker without a dead letter.
+    - ``failed``: fatal, or the last handling attempt (``min(retry attempts, limit - 1)``):
+      recover, then "reject"; otherwise "release" (the broker delivers it again at once,
+      to any member: back-off delays cannot be waited out, see the README).
+    - ``recover``: "reject" only once the recoverer returned (the dead letter is confirmed,
+      D3). A recoverer that raises is tried again in place after the ``Retry.recovery``
+      back-off (``sleep`` returns False when the listener stops: then "release").
+    """
+
+    def __init__(
+        self,
+        spec: ListenerSpec,
+        bus: EventBus,
+        limit: int,
+        sleep: Callable[[float], bool],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self.retry = spec.retry
+        self.bus = bus
+        self.limit = limit
+        self.sleep = sleep
+        self.wall_clock = wall_clock
+        self.handled = 0
+
+    def gate(self, msg: Message) -> Verdict | None:
+        if msg.error is not None:  # undecodable: never reaches the handler (F4)
+            return self.failed(msg, msg.error)
+        if msg.attempt >= self.limit:
+            return self.recover(msg, DeliveryLimitReached(msg.attempt, self.limit), 1)
+        return None
+
+    def succeeded(self, msg: Message) -> Verdict:
+        self.handled += 1
+        if self.bus:
+            self.bus.emit(Succeeded(self.spec.name, msg.tp, msg.offset))
+        return "accept"
+
+    def failed(self, msg: Message, exc: BaseException) -> Verdict:
+        retry = self.retry
+        fatal = retry.classifier.is_fatal(exc)
+        if self.bus:
+            self.bus.emit(Failed(self.spec.name, msg.tp, msg.offset, msg.attempt,
+                                 type(exc).__name__, str(exc), fatal))  # fmt: skip
+        # elapsed-time limits cannot apply: the first failure's time is not carried along
+        last = fatal or msg.attempt >= self.limit - 1
+        if last or retry.next_delay(exc, msg.attempt, 0.0) is None:
+            return self.recover(msg, exc)
+        log.info("%s: %s[%d]@%d failed (delivery %d: %s: %s); released for redelivery",
+                 self.spec.name, msg.topic, msg.partition, msg.offset, msg.attempt,
+                 type(exc).__name__, exc)  # fmt: skip
+        return "release"
+
+    def recover(self, msg: Message, exc: BaseException, interruptions: int = 0) -> Verdict:
+        spec = self.spec
+        tries = 0
+        while True:
+            try:
+                run_recoverer(spec, self.bus, msg, exc, msg.attempt, self.wall_clock(),
+                              interruptions)  # fmt: skip
+                return "reject"
+            except ListenerStopped:
+                raise
+            except Exception as rexc:  # not final: never rejected without it (D3)
+                tries += 1
+                delay = spec.retry.recovery.delay_forever(tries)
+                log.error("%s: recovering %s[%d]@%d failed, retrying in %.1fs: %s",
+                          spec.name, msg.topic, msg.partition, msg.offset, delay, rexc)  # fmt: skip
+                if self.bus:
+                    self.bus.emit(RecoveryRetrying(spec.name, msg.tp, msg.offset, str(rexc)))
+                if not self.sleep(delay):
+                    return "release"
 
 
 class _LastError(Exception):

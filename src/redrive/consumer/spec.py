@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redrive.consumer.commit import Commit
 from redrive.recover.base import Recoverer
 from redrive.retry.policy import Retry
 from redrive.serde import Deserializer
+
+if TYPE_CHECKING:
+    from redrive.share.group import ShareGroup
 
 
 @dataclass(frozen=True)
@@ -38,3 +41,7 @@ class ListenerSpec:
     """How long revocation and stop wait for running records before abandoning them."""
     due_times: bool = False
     """Records carry a due time (retry topics): none is handed over before it (R4)."""
+    share: ShareGroup | None = None
+    """A share listener (KIP-932): the settings of its share group; None: a consumer group."""
+    consumers: int = 1
+    """Share listeners: members of the share group this App runs (a thread each)."""

@@ -86,6 +86,12 @@ class Child:
         if self._proc is not None:
             self._proc.wait(30)
 
+    def freeze(self) -> None:
+        """SIGSTOP the child: it keeps its connections (and what it holds) but does nothing,
+        like a process stuck in a long pause. Leaving the ``with`` block still kills it."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (graceful stop); returns the exit status. Killed if it does not exit."""
         if self._proc is None:

@@ -33,6 +33,7 @@ import redrive.admin as admin
 from redrive.app import App
 from redrive.errors import BatchFailed
 from redrive.events import (
+    Acknowledged,
     Assigned,
     BackingOff,
     Committed,
@@ -58,6 +59,7 @@ from redrive.message import Message, TopicPartition
 from redrive.recover.dead_letter import DeadLetter
 from redrive.retry.backoff import BackOff
 from redrive.retry.policy import Retry
+from redrive.share.group import ShareGroup
 from redrive.topics import RetryTopics
 
 FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -186,16 +188,20 @@ class Lab:
         *,
         partitions: int = 1,
         per_partition: Mapping[int, Sequence[str]] | None = None,
+        batch_each: bool = False,
     ) -> str:
         """Create a fresh topic (shown as `label`) and produce `values` to partition 0, or
-        `per_partition` values to each partition; values become the records' names."""
+        `per_partition` values to each partition; values become the records' names. With
+        `batch_each`, one producer batch per record (so share-group members can share them)."""
         name = f"lab-{self.result.name}-{label}-{self.run_id}"
         admin.create_topics(self.servers, {name: partitions})
         self.result.aliases[name] = label
         self.inbound.append(name)
         for p, vals in (per_partition or ({0: values} if values else {})).items():
             for (part, offset), v in zip(
-                admin.produce(self.servers, name, list(vals), partition=p), vals, strict=True
+                admin.produce(self.servers, name, list(vals), partition=p, batch_each=batch_each),
+                vals,
+                strict=True,
             ):
                 self.result.names[(name, part, offset)] = v
         return name
@@ -212,6 +218,29 @@ class Lab:
         app.bus.subscribe(self.recorder)
         self.apps.append(app)
         return app
+
+    def share_app(self) -> App:
+        """An App for share listeners on the scenario's group, recorded like ``app()``."""
+        app = App(self.servers, self.group)
+        app.bus.subscribe(self.recorder)
+        self.apps.append(app)
+        return app
+
+    def acknowledged(self, outcome: str = "accept") -> dict[str, list[int]]:
+        """Record name -> the delivery counts at which it was acknowledged with `outcome`."""
+        out: dict[str, list[int]] = {}
+        for e in self.events(Acknowledged):
+            if e.outcome == outcome:
+                out.setdefault(self.name(e.tp, e.offset), []).append(e.delivery)
+        return out
+
+    def deliveries(self) -> dict[str, list[tuple[str, int]]]:
+        """Record name -> (listener, attempt) of each hand-over, in order."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        for e in self.events(Delivered):
+            for tp, o, attempt in e.records:
+                out.setdefault(self.name(tp, o), []).append((e.listener, attempt))
+        return out
 
     @contextmanager
     def running(self, app: App) -> Iterator[App]:
@@ -391,6 +420,14 @@ def rows(result: Result) -> list[Row]:
             outcome[(e.tp.topic, e.tp.partition, e.offset)] = "dead-letter write failed"
         elif isinstance(e, Skipped):
             outcome[(e.tp.topic, e.tp.partition, e.offset)] = "skipped"
+        elif isinstance(e, Acknowledged):
+            key = (e.tp.topic, e.tp.partition, e.offset)
+            if e.outcome == "release":
+                outcome[key] = f"released at delivery {e.delivery}"
+            elif e.outcome == "reject":
+                outcome[key] = f"{outcome.get(key, '-')}, then rejected"
+            else:
+                outcome[key] = f"accepted at delivery {e.delivery}"
     return [
         Row(name, topic, p, o, handled.get((topic, p, o), 0), outcome.get((topic, p, o), "-"))
         for (topic, p, o), name in sorted(result.names.items())
@@ -876,6 +913,183 @@ def retry_topics(lab: Lab) -> None:
     lab.check_committed(topic, {0: 3})
     for t in retries:
         lab.check_committed(t, {0: 1}, group=lab.group + "-retry")
+
+
+# -- share groups (KIP-932, S1) ---------------------------------------------------------------
+
+S = [f"s{i}" for i in range(1, 13)]
+
+
+@scenario(
+    "share-members",
+    "Share group: two members on one partition",
+    contract="S1",
+    story="""jobs has ONE partition holding s1..s12, each written as a producer batch of its
+    own; two members of one share group (member#1, member#2) take up to 3 records per poll
+    and need 50 ms per record; the member that gets s1 holds it until the other member has
+    a record too (so the run does not depend on which member joins first). A consumer
+    group would give the partition to one member; the contract: the broker hands every
+    record to exactly one member, both members get work, and each record is accepted once.""",
+)
+def share_members(lab: Lab) -> None:
+    topic = lab.topic("jobs", S, batch_each=True)
+    app = lab.share_app()
+
+    def both_busy() -> bool:
+        return len({e.listener for e in lab.events(Delivered)}) == 2
+
+    @app.share_listener(topic, name="member", consumers=2, max_poll_records=3)
+    def handle(msg: Message) -> None:
+        time.sleep(0.05)
+        if msg.value == b"s1":
+            lab.wait(both_busy, "the other member to get a record of the same partition")
+
+    with lab.running(app):
+        lab.wait(lambda: len(lab.acknowledged()) == len(S), "every record accepted")
+    accepted = lab.acknowledged()
+    lab.check("records accepted, with their delivery counts", {n: [1] for n in S}, accepted)
+    by_member = {who for runs in lab.deliveries().values() for who, _ in runs}
+    lab.check("members that handled records", {"member#1", "member#2"}, by_member)
+
+
+def _leave_on_failure(app: App, failed: list[str], name: str) -> Callable[[Message], None]:
+    def handle(msg: Message) -> None:
+        time.sleep(0.05)
+        if msg.value == b"s4" and msg.attempt == 1:
+            failed.append(name)
+            app.stop()  # leave: its release can only reach the other member
+            raise ConnectionError("payment service unavailable")
+
+    return handle
+
+
+@scenario(
+    "share-release",
+    "Share group: a released record goes to the other member",
+    contract="S1",
+    story="""jobs[0] holds s1..s6 (a producer batch each); member-a and member-b share it.
+    Whichever member gets s4 first fails with ConnectionError (retryable) and then stops. The
+    contract: the failed record is released, not lost; the broker delivers it again to the
+    other member with delivery count 2 (msg.attempt), and every record ends accepted once.""",
+)
+def share_release(lab: Lab) -> None:
+    topic = lab.topic("jobs", S[:6], batch_each=True)
+    failed: list[str] = []
+    apps = []
+    for name in ("member-a", "member-b"):
+        app = lab.share_app()
+        app.share_listener(topic, name=name, max_poll_records=2)(
+            _leave_on_failure(app, failed, name)
+        )
+        apps.append(app)
+    with lab.running(apps[0]), lab.running(apps[1]):
+        lab.wait(lambda: len(lab.acknowledged()) == 6, "every record accepted")
+    first = failed[0] if failed else "?"
+    other = "member-b" if first == "member-a" else "member-a"
+    lab.check("deliveries of s4 (member, delivery count)", [(first, 1), (other, 2)],
+              lab.deliveries().get("s4"))  # fmt: skip
+    lab.check("s4 released", {"s4": [1]}, lab.acknowledged("release"))
+    lab.check("records accepted once", {n: 1 for n in S[:6]},
+              {n: len(d) for n, d in lab.acknowledged().items()})  # fmt: skip
+
+
+@scenario(
+    "share-poison",
+    "Share group: a poison record dead-lettered, then rejected",
+    contract="S1, D2, D3",
+    story="""jobs[0] holds s1..s3; the share group's delivery limit is 3; s2 always fails
+    with ConnectionError (retryable). The contract: a failing record is released while it
+    has deliveries left; one delivery before the limit it is dead-lettered and, only once
+    the broker confirmed the dead letter, rejected (a record interrupted at the limit itself
+    would be archived by the broker without one). msg.attempt is the delivery count.""",
+)
+def share_poison(lab: Lab) -> None:
+    topic = lab.topic("jobs", S[:3])
+    dlt = lab.dead_letter_topic(topic)
+    app = lab.share_app()
+
+    @app.share_listener(topic, name="member", share_group=ShareGroup(delivery_limit=3))
+    def handle(msg: Message) -> None:
+        if msg.value == b"s2":
+            raise ConnectionError("payment service unavailable")
+
+    with lab.running(app):
+        lab.wait(lambda: bool(lab.acknowledged("reject")), "s2 rejected")
+    lab.check("deliveries of s2 (member, delivery count)", [("member", 1), ("member", 2)],
+              lab.deliveries().get("s2"))  # fmt: skip
+    lab.check("acknowledged",
+              {"accept": {"s1": [1], "s3": [1]}, "release": {"s2": [1]}, "reject": {"s2": [2]}},
+              {o: lab.acknowledged(o) for o in ("accept", "release", "reject")})  # fmt: skip
+    letters = lab.dead_letters(dlt)
+    lab.check(
+        "dead letters (value, original offset, attempts)",
+        [("s2", 1, 2)],
+        [(m.value().decode(), _long(dict(m.headers()).get(DLT_ORIGINAL_OFFSET)),
+          _int(dict(m.headers()).get(REDRIVE_ATTEMPTS))) for m in letters],
+    )  # fmt: skip
+    rejected_at = min(e.ts for e in lab.events(Acknowledged) if e.outcome == "reject")
+    confirmed_at = min((e.ts for e in lab.events(DeadLettered)), default=rejected_at + 1)
+    lab.check("dead letter confirmed before the reject", True, confirmed_at <= rejected_at)
+
+
+@scenario(
+    "share-crash",
+    "Share group: a member dies holding records (SIGKILL)",
+    contract="S1, C3",
+    story="""jobs[0] holds s1..s4 (one producer batch, so one member acquires them all); the
+    share group's acquisition lock is 2 s. member-a runs in a child process and blocks at s3;
+    the lab kills it with SIGKILL while it holds the records it acquired, then member-b
+    joins. The contract: nothing is lost; what the dead member held is delivered again
+    (count 2), including what it handled but had not acknowledged (at-least-once). The
+    broker releases them as soon as it sees the dead member's connection close.""",
+)
+def share_crash(lab: Lab) -> None:
+    _held_by_a_dead_member(lab, freeze=False)
+
+
+@scenario(
+    "share-frozen",
+    "Share group: a member freezes holding records (SIGSTOP)",
+    contract="S1",
+    story="""As share-crash, but the lab freezes member-a with SIGSTOP: the process keeps its
+    connection and its acquisition locks, and does nothing. The contract: its records come
+    back when their 2 s lock expires (not before), delivered again with count 2, and nothing
+    is lost. The lock is the bound on how long a stuck member can hold records.""",
+)
+def share_frozen(lab: Lab) -> None:
+    _held_by_a_dead_member(lab, freeze=True)
+
+
+def _held_by_a_dead_member(lab: Lab, *, freeze: bool) -> None:
+    topic = lab.topic("jobs", S[:4])
+    lock = 2.0
+    with lab.child("member-a", "redrive.lab.share:holding_member", topic=topic, hold="s3",
+                   lock_duration=lock) as child:  # fmt: skip
+
+        def holding() -> bool:
+            if not child.alive():
+                raise LabFailure(f"the child member exited early: {child.log_tail()}")
+            return any(isinstance(e, Delivered) and e.records[0][1] == 2 for e in child.events())
+
+        lab.wait(holding, "s3 handed to the handler in the child process")
+        acquired = max(e.ts for e in child.events() if isinstance(e, Polled))
+        lab.note("SIGSTOP" if freeze else "SIGKILL", "member-a")
+        (child.freeze if freeze else child.kill)()
+        app = lab.share_app()
+
+        @app.share_listener(topic, name="member-b")
+        def handle(msg: Message) -> None:
+            pass
+
+        with lab.running(app):
+            lab.wait(lambda: len(lab.acknowledged()) == 4, "every record accepted by member-b")
+    lab.check("handled by member-a before it stopped", ["s1", "s2", "s3"],
+              lab.handled("member-a"))  # fmt: skip
+    lab.check("accepted by member-b, with delivery counts", {n: [2] for n in S[:4]},
+              lab.acknowledged())  # fmt: skip
+    if freeze:
+        back = min(e.ts for e in lab.events(Delivered) if e.listener == "member-b")
+        lab.check("came back after the lock expired", True, back >= acquired + lock)
 
 
 def select(names: Sequence[str]) -> list[Scenario]:

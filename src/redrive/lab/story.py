@@ -248,6 +248,22 @@ def _commits(events: Sequence[ev.Event], alias: Callable[[str], str]) -> str:
     )
 
 
+def _acknowledgements(events: Sequence[ev.Event], teller: _Teller) -> str | None:
+    """``Acknowledged to the broker: accept m1, m3; release m2 (delivery 1); ...``, for
+    share listeners (None when the run has none)."""
+    acks = [e for e in events if isinstance(e, ev.Acknowledged)]
+    if not acks:
+        return None
+    by_outcome: dict[str, list[str]] = {}
+    for e in acks:
+        name = teller.name(e.tp, e.offset)
+        by_outcome.setdefault(e.outcome, []).append(
+            name if e.outcome == "accept" else f"{name} (delivery {e.delivery})"
+        )
+    shown = "; ".join(f"{outcome} {_names(names)}" for outcome, names in by_outcome.items())
+    return f"Acknowledged to the share group: {shown}."
+
+
 def tell(
     events: Sequence[ev.Event],
     names: Names | None = None,
@@ -270,5 +286,5 @@ def tell(
         if len(who) > 1:
             text = text.replace("was handled", "were handled").replace("was dead", "were dead")
         out.append(f"{_names(who)} {text}.")
-    out.append(_commits(events, alias))
+    out.append(_acknowledgements(events, teller) or _commits(events, alias))
     return out

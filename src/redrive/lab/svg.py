@@ -45,6 +45,7 @@ COLORS = {
     "ack": "#d84315",
     "dead-letter-failed": "#c62828",
     "retry-hop": "#00838f",
+    "acknowledge": "#00695c",
 }
 LIGHT_COMMIT = "#b39ddb"
 """A commit that moved no position (a window or attempt mark, a hand-over)."""

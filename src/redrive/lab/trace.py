@@ -44,7 +44,8 @@ class Arrow:
     label: str
     kind: str
     """poll, records, handle, ok, exception, commit, seek, pause, resume, dead-letter, ack,
-    dead-letter-failed, retry-hop."""
+    dead-letter-failed, retry-hop, acknowledge (a share listener's accept, release or
+    reject, drawn to the record's topic)."""
     moved: bool = True
     """False for a commit that moved no position (drawn lighter)."""
 
@@ -256,6 +257,11 @@ class _Builder:
                 f"retry hop {self.rec(e.tp, e.offset)} (attempt {e.attempt})",
                 "retry-hop",
             )
+        elif isinstance(e, ev.Acknowledged):
+            label = f"{e.outcome} {self.rec(e.tp, e.offset)}"
+            if e.outcome != "accept":
+                label += f" (delivery {e.delivery})"
+            self.arrow(e, client, self.tp(e.tp), label, "acknowledge")
         elif isinstance(e, ev.Assigned | ev.Revoked | ev.Lost):
             parts = ", ".join(self.part(tp) for tp in e.partitions)
             if parts or isinstance(e, ev.Lost):

@@ -80,8 +80,15 @@ class Probes:
                 state.last_poll = self.clock()
         elif kind is Started:
             with self._lock:
+                name = event.listener
+                listener, sep, _ = name.rpartition("#")
+                placeholder = self._listeners.get(listener) if sep else None
+                if placeholder is not None and not placeholder.started:
+                    # a share listener's members are "<name>#<i>": they stand for it
+                    del self._listeners[listener]
+                    self._listeners[name] = _Listener(placeholder.live_within)
                 state = self._listeners.setdefault(
-                    event.listener, _Listener(self.live_within or DEFAULT_POLL_INTERVAL)
+                    name, _Listener(self.live_within or DEFAULT_POLL_INTERVAL)
                 )
                 state.started, state.stopping, state.stopped = True, False, False
                 state.last_poll = self.clock()
