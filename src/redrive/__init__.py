@@ -12,11 +12,14 @@ from redrive.errors import (
     HandlingInterrupted,
     KafkaUnavailable,
     ListenerStopped,
+    ProducerFenced,
     RecoveryFailed,
     RedriveError,
+    TransactionAborted,
 )
 from redrive.events import EventBus
 from redrive.message import Message, TopicPartition
+from redrive.outputs import Output
 from redrive.recover import Call, CircuitBreaker, DeadLetter, Skip, Stop
 from redrive.retry.backoff import BackOff
 from redrive.retry.classify import Classifier
@@ -44,6 +47,8 @@ __all__ = [
     "KafkaUnavailable",
     "ListenerStopped",
     "Message",
+    "Output",
+    "ProducerFenced",
     "RecoveryFailed",
     "RedriveError",
     "Retry",
@@ -51,4 +56,5 @@ __all__ = [
     "Skip",
     "Stop",
     "TopicPartition",
+    "TransactionAborted",
 ]

@@ -412,6 +412,41 @@ def read_all(bootstrap_servers: Servers, topic: str, timeout: float = 10.0) -> l
     return out
 
 
+Isolation = Literal["read_committed", "read_uncommitted"]
+
+
+def read_as(
+    bootstrap_servers: Servers, topic: str, isolation: Isolation, timeout: float = 30.0
+) -> list[Any]:
+    """Every record of `topic` that a reader with `isolation` sees now, partition by
+    partition: a ``read_committed`` reader stops before an open transaction and skips
+    aborted ones; a ``read_uncommitted`` reader sees them all (the output topics of
+    ``Commit.transaction()`` listeners, whose end offsets count commit markers too)."""
+    n = topic_partitions(bootstrap_servers, topic) or 0
+    consumer = Consumer(
+        _quiet(bootstrap_servers, {"group.id": "redrive-peek", "enable.auto.commit": False,
+                                   "enable.partition.eof": True, "isolation.level": isolation})
+    )  # fmt: skip
+    out: list[Any] = []
+    try:
+        consumer.assign([KTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(n)])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < n:
+            if time.monotonic() > deadline:
+                raise ClientError(f"reading {topic!r} ({isolation}) timed out after {timeout:g} s")
+            for m in consumer.consume(1000, 0.2):
+                err = m.error()
+                if err is None:
+                    out.append(m)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(int(m.partition() or 0))
+    finally:
+        consumer.close()
+    out.sort(key=lambda m: (m.partition(), m.offset()))
+    return out
+
+
 _RETRIED = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._PARTITION_EOF}
 
 Start = Literal["beginning", "end"] | int

@@ -498,6 +498,8 @@ class App:
         self._errors.clear()
         self.specs = [self._with_servers(spec) for spec in self.specs]
         clients = []
+        loops: list[Loop | ShareLoop] = []
+        shared: list[ShareLoop] = []
         try:
             for spec in self.specs:
                 # bad settings raise ConfigError here; librdkafka's lines go through logging
@@ -524,12 +526,13 @@ class App:
                     clients[i].close()
                     clients[i] = self._client(spec)
             # Still inside the try: building a loop or describing a recoverer may raise too.
-            loops: list[Loop | ShareLoop] = []
             for spec, c in zip(self.specs, clients, strict=True):
                 if spec.share is None:
                     loops.append(Loop(spec, c, bus=self.bus))
                 else:
-                    loops += self._share_loops(spec)
+                    built = self._share_loops(spec)
+                    shared += built
+                    loops += built
             for spec in self.specs:
                 if spec.share is not None:
                     continue  # _share_loops logged it
@@ -545,7 +548,12 @@ class App:
         except BaseException:
             for c in clients:
                 c.close()
+            for share_loop in shared:  # a share loop's client is its own
+                share_loop.client.close()
             raise
+        for spec, c in zip(self.specs, clients, strict=True):
+            if spec.share is not None:  # it only checked the broker
+                c.close()
         self.loops = loops
         # stop() sets the flag before it reads self.loops: one of the two sees the other.
         if self._stopped.is_set():
@@ -580,8 +588,8 @@ class App:
     def _share_loops(self, spec: ListenerSpec) -> list[ShareLoop]:
         """Write the share group's settings, then one loop (and client) per member."""
         from redrive.share import client as share_client
-        from redrive.share.group import apply
-        from redrive.share.loop import ShareLoop
+        from redrive.share.group import apply, reader
+        from redrive.share.loop import Members, ShareLoop
 
         assert spec.share is not None
         share_client.check_version()
@@ -595,13 +603,14 @@ class App:
             group.auto_offset_reset, spec.retry.describe(), spec.recoverer.describe(),
         )  # fmt: skip
         settings = {**spec.kafka, "max.poll.records": spec.max_poll_records}
+        members = Members(spec, group.delivery_limit, group.lock_duration,
+                          reader(spec.kafka, spec.group_id))  # fmt: skip
         loops = []
         try:
             for i in range(spec.consumers):
                 member = spec.name if spec.consumers == 1 else f"{spec.name}#{i + 1}"
                 client = share_client.ShareClient(settings)
-                loops.append(ShareLoop(spec, client, limit=group.delivery_limit,
-                                       lock=group.lock_duration, bus=self.bus,
+                loops.append(ShareLoop(spec, client, members=members, bus=self.bus,
                                        member=member))  # fmt: skip
         except BaseException:
             for loop in loops:

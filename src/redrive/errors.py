@@ -9,6 +9,9 @@ RedriveError
 ├── StopTimeout(TimeoutError)      a graceful stop did not finish within the drain timeout
 ├── ClientError                    the Kafka client reported an error redrive cannot handle
 │   ├── CommitFailed               a commit was refused (rebalance, lost ownership); retried
+│   ├── TransactionAborted         a transaction had to be aborted; its poll is handled again
+│   ├── ProducerFenced             another producer took over the transactional id (fatal;
+│   │                              also a ListenerStopped: the listener stops)
 │   └── ShareGroupsUnavailable     the broker offers no share groups (KIP-932)
 ├── RecoveryFailed                 a recoverer (e.g. the dead-letter publisher) failed
 ├── HandlingInterrupted            the process died while handling a record, too often
@@ -29,6 +32,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redrive.message import Message
 
 
@@ -130,6 +135,25 @@ class ListenerStopped(RedriveError):
     """A listener was stopped on purpose (stop recoverer, circuit breaker)."""
 
 
+class TransactionAborted(ClientError):
+    """A Kafka transaction could not be committed and was aborted (an *abortable* error:
+    the consumer lost its partitions, a write of the transaction failed, the coordinator
+    moved). Nothing of it is visible to ``read_committed`` readers; the listener rewinds its
+    partitions to the last committed positions and handles those records again. The loop
+    handles this itself; you see it in logs and events."""
+
+
+class ProducerFenced(ListenerStopped, ClientError):
+    """A *fatal* transactional producer error: the listener stops, naming the cause.
+
+    Raised when another producer started with the same ``transactional.id`` (a second
+    instance given the same ``Commit.transaction(transactional_id=...)``, or a restarted one
+    taking over from a zombie), or the broker refuses transactions (too old, or transactions
+    disabled). The open transaction is never committed: nothing of it is visible to
+    ``read_committed`` readers, and the partitions' next owner handles its records again.
+    """
+
+
 class ShareGroupsUnavailable(ClientError):
     """The broker does not offer share groups (KIP-932), so a share listener cannot run."""
 
@@ -173,6 +197,12 @@ class BatchFailed(Exception):  # noqa: N818 - a signal, named after what happene
             self.__cause__ = cause
         where = f"index {index}" if index is not None else "the given message"
         super().__init__(f"batch failed at {where}")
+
+    def index_in(self, batch: Sequence[Message]) -> int | None:
+        """The index of the failed record in `batch`, or None when it names none of it."""
+        if self.index is not None:
+            return self.index if 0 <= self.index < len(batch) else None
+        return next((i for i, m in enumerate(batch) if m is self.message), None)
 
 
 class Defer(Exception):  # noqa: N818 - a signal

@@ -21,7 +21,9 @@ Catalogue:
 - ``BackingOff``: a failed record waits ``delay`` seconds before its next attempt.
 - ``Paused`` / ``Resumed``: partitions stopped or started fetching.
 - ``Seeked``: a partition was rewound to an offset.
-- ``Committed``: positions (next offset to read) were committed, per partition.
+- ``Committed``: positions (next offset to read) were committed, per partition (with
+  ``Commit.transaction()``: together with the transaction's outputs and dead letters).
+- ``Aborted``: a transaction was aborted; its partitions are rewound and handled again.
 - ``DeadLettered``: a record was written to a dead-letter topic and the broker confirmed it.
 - ``RecoveryRetrying``: a recoverer could not finish; the record stays uncommitted and
   recovery is tried again after a back-off.
@@ -166,6 +168,16 @@ class Committed(Event):
     reason: str = "poll"
     duration: float = 0.0
     """Seconds the commit call took (a synchronous one waits for the broker)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Aborted(Event):
+    """A transaction was aborted (a handler failed, or an abortable Kafka error): nothing of
+    it is visible to ``read_committed`` readers; ``rewound`` partitions go back to these
+    positions (the last committed) and their records are handled again."""
+
+    reason: str
+    rewound: tuple[tuple[TopicPartition, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

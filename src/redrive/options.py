@@ -40,7 +40,10 @@ KafkaValue = str | int | float | bool
 """A confluent-kafka setting's value as redrive passes it through."""
 
 ORDERINGS: tuple[Ordering, ...] = ("partition", "key", "none")
-_COMMITS = "Commit.per_poll(), Commit.per_record(), Commit.interval(seconds) or Commit.manual()"
+_COMMITS = (
+    "Commit.per_poll(), Commit.per_record(), Commit.interval(seconds), Commit.manual() or "
+    "Commit.transaction()"
+)
 _RECOVERERS = "DeadLetter(), Skip(), Stop(), Call(fn)"
 
 
@@ -61,7 +64,9 @@ class ListenerOptions:
     value_deserializer: DeserializerOption = "bytes"
     """How ``msg.value`` is decoded: "bytes" (as is), "str" (UTF-8), "json", or a function."""
     commit: Commit | None = None
-    """When positions are committed; None: ``Commit.per_poll()``."""
+    """When positions are committed; None: ``Commit.per_poll()``. ``Commit.transaction()``
+    commits the records the handler returns, its dead letters and its positions in one Kafka
+    transaction (exactly once on Kafka topics)."""
     retry: Retry | None = None
     """How a failed record is retried; None: ``Retry()`` (seek, exponential, 10 attempts)."""
     recoverer: Recoverer | None = None
@@ -112,6 +117,8 @@ class ListenerOptions:
         if self.max_in_flight is not None:
             _whole("max_in_flight", self.max_in_flight, "a whole number >= 1 or None")
         _seconds("drain_timeout", self.drain_timeout, zero=True)
+        if self.commit is not None and self.commit.transactional:
+            _transactional(self)
         if self.missing_topics not in MISSING_TOPICS:
             raise ConfigError(
                 "missing_topics",
@@ -135,7 +142,9 @@ class ShareListenerOptions:
     """Members of the share group this App runs (a thread and a client each); more members
     than partitions share the partitions' records."""
     max_poll_records: int = 500
-    """Most records one poll acquires (one batch, for a batch listener)."""
+    """Most records one poll hands over (one batch, for a batch listener). The client
+    acquires whole producer batches, so it may hold more, acquired (their locks running)
+    by an earlier poll: redrive counts their lock from that poll."""
     key_deserializer: DeserializerOption = "bytes"
     """How ``msg.key`` is decoded: "bytes" (as is), "str" (UTF-8), "json", or a function."""
     value_deserializer: DeserializerOption = "bytes"
@@ -238,15 +247,38 @@ def _commit(value: object) -> None:
     if value is None or isinstance(value, Commit):
         return
     problem = f"must be a Commit policy, got {_got(value)}"
-    if isinstance(value, str) and value in ("per_poll", "per_record", "manual"):
+    if isinstance(value, str) and value in ("per_poll", "per_record", "manual", "transaction"):
         problem += f"; use Commit.{value}()"
     elif isinstance(value, str) and value == "interval":
         problem += "; use Commit.interval(seconds)"
-    elif value in (Commit.per_poll, Commit.per_record, Commit.interval, Commit.manual):
+    elif isinstance(value, str) and value in ("transactional", "exactly_once"):
+        problem += "; use Commit.transaction()"
+    elif value in (
+        Commit.per_poll, Commit.per_record, Commit.interval, Commit.manual, Commit.transaction
+    ):  # fmt: skip
         problem += _call_it(value)
     else:
         problem += f": one of {_COMMITS}"
     raise ConfigError("commit", problem)
+
+
+def _transactional(options: ListenerOptions) -> None:
+    """What a transaction per poll cannot combine with."""
+    if options.concurrency > 1:
+        raise ConfigError(
+            "commit",
+            "Commit.transaction() does not combine with concurrency > 1: records finish out "
+            "of order, and a transaction commits the outputs of the records before its "
+            "positions; use concurrency=1 (or several listener processes: redrive run "
+            "--workers N)",
+        )
+    if options.retry is not None and options.retry.mode == "in_place":
+        raise ConfigError(
+            "retry",
+            "Retry.in_place() does not combine with Commit.transaction(): an aborted "
+            "transaction rewinds the partition, and in-place retries keep records in "
+            "memory past it; use Retry.seek(backoff) (the default)",
+        )
 
 
 def _retry(value: object) -> None:

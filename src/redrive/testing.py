@@ -16,7 +16,9 @@ assert client.committed_position("orders", 0) == 3
 
 The fake keeps partition logs, fetch positions, pauses and commits in memory, assigns every
 partition of the subscribed topics on the first poll, and advances a ``FakeClock`` by the
-poll timeout when it has nothing to return, so back-offs pass without sleeping.
+poll timeout when it has nothing to return, so back-offs pass without sleeping. The outputs
+a handler returns (``redrive.Output``) go through a ``FakeOutputs`` (``client.producer``)
+into the same logs, when they are committed.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from redrive.consumer.client import Positions, RawRecord, RebalanceCallback
 from redrive.consumer.commit import Commit
 from redrive.consumer.loop import Loop
 from redrive.consumer.spec import ListenerSpec
+from redrive.errors import CommitFailed, TransactionAborted
 from redrive.events import EventBus
 from redrive.message import TopicPartition
+from redrive.outputs import Output, encoded
+from redrive.publish import Publisher
 from redrive.recover.base import Recoverer, Skip
 from redrive.retry.policy import Retry
 from redrive.serde import Deserializer
@@ -107,6 +112,7 @@ class FakeClient:
         self.closed = False
         self._callbacks: tuple[RebalanceCallback, RebalanceCallback, RebalanceCallback] | None
         self._callbacks = None
+        self.producer: FakeOutputs | None = None  # the loop's producer of outputs, once made
 
     # -- set-up --------------------------------------------------------------------
 
@@ -197,6 +203,10 @@ class FakeClient:
     def resume(self, partitions: Sequence[TopicPartition]) -> None:
         self.paused.difference_update(partitions)
 
+    def outputs(self, kafka: Mapping[str, Any], transactional_id: str | None) -> FakeOutputs:
+        self.producer = FakeOutputs(self, transactional_id)
+        return self.producer
+
     def close(self) -> None:
         if self._callbacks is not None and self.assigned:
             self._callbacks[1](list(self.assigned))
@@ -240,3 +250,96 @@ def loop_for(
     )
     clock = clock or client.clock or FakeClock()
     return Loop(spec, client, bus=bus, clock=clock, wall_clock=clock)
+
+
+class FakeOutputs:
+    """The in-memory producer of a listener's outputs (``FakeClient.outputs``): outputs land
+    in the FakeClient's logs when their transaction commits (with transactions, the offsets
+    are committed in the same step) or, without, when they are confirmed before a commit.
+
+    ``aborted`` keeps what aborted transactions held (what only a ``read_uncommitted``
+    reader would see); set ``fail_next_commit`` to make the next commit fail with an
+    abortable error (without transactions: refuses the outputs not yet confirmed)."""
+
+    def __init__(self, client: FakeClient, transactional_id: str | None) -> None:
+        self.client = client
+        self.transactional = transactional_id is not None
+        self.transactional_id = transactional_id
+        self.staged: list[FakeRecord] = []
+        self.aborted: list[FakeRecord] = []
+        self.transactions = 0  # committed
+        self.fail_next_commit: str | None = None
+        self.closed = False
+        self._open = False
+        self.publisher = Publisher(factory=lambda _settings: _FakeProducer(self))  # type: ignore[arg-type,return-value]
+        self.publisher.start({})
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.staged) or self._open
+
+    def stage(self, topic: str, partition: int | None, key: bytes | None, value: bytes | None,
+              headers: list[tuple[str, bytes | None]] | None) -> FakeRecord:  # fmt: skip
+        self._open = True
+        record = FakeRecord(topic, partition or 0, -1, key, value, headers)
+        self.staged.append(record)
+        return record
+
+    def start(self) -> None:
+        pass
+
+    def send(self, output: Output) -> None:
+        self.stage(output.topic, output.partition, encoded(output.key), encoded(output.value),
+                   list(output.headers) or None)  # fmt: skip
+
+    def commit(self, positions: Positions) -> None:
+        if self.fail_next_commit is not None:
+            why, self.fail_next_commit = self.fail_next_commit, None
+            self.aborted += self.staged  # a transaction's are aborted; others were refused
+            self.staged = []
+            raise TransactionAborted(why) if self.transactional else CommitFailed(why)
+        for r in self.staged:
+            log = self.client.logs.setdefault(TopicPartition(r._topic, r._partition), [])
+            r._offset = len(log)
+            log.append(r)
+        self.staged = []
+        self._open = False
+        if self.transactional:
+            self.transactions += 1
+            if positions:
+                self.client.commit(positions)
+
+    def abort(self) -> None:
+        self.aborted += self.staged
+        self.staged = []
+        self._open = False
+
+    def close(self) -> None:
+        self.abort()
+        self.closed = True
+
+
+class _FakeProducer:
+    """What ``Publisher`` asks of a producer, writing into a FakeOutputs' transaction."""
+
+    def __init__(self, outputs: FakeOutputs) -> None:
+        self.outputs = outputs
+        self._acks: list[tuple[Callable[[Any, Any], None], FakeRecord]] = []
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        from types import SimpleNamespace
+
+        partitions = {tp.partition: None for tp in self.outputs.client.logs if tp.topic == topic}
+        found = SimpleNamespace(partitions=partitions or {0: None}, error=None)
+        return SimpleNamespace(topics={topic: found})
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        record = self.outputs.stage(topic, kwargs.get("partition"), kwargs.get("key"),
+                                    kwargs.get("value"), kwargs.get("headers"))  # fmt: skip
+        self._acks.append((kwargs["on_delivery"], record))
+
+    def flush(self, timeout: float = -1) -> int:
+        for on_delivery, record in self._acks:
+            on_delivery(None, record)
+        self._acks.clear()
+        return 0

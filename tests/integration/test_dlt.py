@@ -172,3 +172,35 @@ def test_d4_command_config_carries_client_settings_and_never_echoes_them(
     err = capsys.readouterr().err
     assert f"invalid setting '--command-config': {config}:1: expected key=value" in err
     assert "hunter2" not in err
+
+
+def test_d4_copies_of_one_origin_record_are_listed_as_copies_and_replayed_once(
+    kafka, make_topic, capsys
+) -> None:
+    """A consumer killed between a dead-letter write and its commit makes the next owner
+    write the dead letter again (without transactions): two dead letters, one origin."""
+    from redrive import headers as h
+
+    topic = make_topic()
+    dlt_topic = make_topic("dlt")
+
+    def dead(offset: int, value: str) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+        headers = h.dead_letter_headers(
+            topic=topic, partition=0, offset=offset, timestamp=1_700_000_000_000,
+            timestamp_type=1, group_id="g", exc=Broken(value), attempts=1,
+            first_failure=time.time(),
+        )  # fmt: skip
+        return (dlt_topic, value.encode(), headers)
+
+    for _, value, headers in (dead(5, "x"), dead(5, "x"), dead(7, "y")):
+        admin.produce(kafka, dlt_topic, [value], partition=0, headers=headers)
+    listed = json.loads(_cli(capsys, kafka, "ls", dlt_topic, "--json"))
+    assert [d["copy_of"] for d in listed] == [None, "0:0", None]
+    table = _cli(capsys, kafka, "ls", dlt_topic)
+    assert "(copy of 0:0)" in table and "1 of them copies of an earlier one" in table
+
+    out = _cli(capsys, kafka, "replay", dlt_topic)
+    assert "selected 3, sent 2, already replayed 0, copies of a record replayed once 1" in out
+    assert sorted(m.value() for m in admin.read_all(kafka, topic)) == [b"x", b"y"]
+    again = json.loads(_cli(capsys, kafka, "replay", dlt_topic, "--json"))
+    assert (again["sent"], again["already_replayed"], again["copies"]) == (0, 2, 1)

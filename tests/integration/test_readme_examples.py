@@ -93,3 +93,20 @@ def test_production_example_runs(kafka, readme_topics, monkeypatch) -> None:
     registry = metrics.registry  # type: ignore[attr-defined]
     assert registry.get_sample_value("redrive_records_handled_total", {"listener": "handle"}) >= 1
     assert ns["probes"].ready().detail == "stopping: handle"  # type: ignore[attr-defined]
+
+
+def test_exactly_once_example_runs(kafka, readme_topics, monkeypatch) -> None:
+    from collections import Counter
+
+    from .txn import read
+
+    admin.create_topics(kafka, {"invoices": 1})
+    orders = [{"customer": "e1", "amount": 10}, {"customer": "e2", "amount": -1},
+              {"customer": "e1", "amount": 5}]  # fmt: skip
+    admin.produce(kafka, "orders", [json.dumps(o) for o in orders])
+    monkeypatch.setattr(App, "run", _run_until_committed)
+    _exec(_block("## Exactly once: outputs in Kafka transactions\n"))
+    invoices = Counter(r.value() for r in read(kafka, "invoices") if r.key() in (b"e1", b"e2"))
+    assert invoices == {b'{"customer": "e1", "due": 12.0}': 1, b'{"customer": "e1", "due": 6.0}': 1}
+    dead = [r.value() for r in read(kafka, "orders-dlt")]
+    assert dead.count(json.dumps(orders[1]).encode()) == 1

@@ -18,7 +18,7 @@ import pytest
 from redrive import admin
 from redrive.app import App
 from redrive.errors import BatchFailed, ShareGroupsUnavailable
-from redrive.events import Acknowledged, Delivered, Polled, Recorder
+from redrive.events import Acknowledged, Delivered, Recorder, Started
 from redrive.headers import DLT_ORIGINAL_OFFSET, REDRIVE_ATTEMPTS
 from redrive.lab.child import Child
 from redrive.message import Message
@@ -158,7 +158,9 @@ def test_s1_records_held_by_a_dead_or_frozen_member_come_back_and_nothing_is_los
     with Child("redrive.lab.share:holding_member", kwargs, tmp_path, name="a") as child:
         wait_for(lambda: any(o == 2 for e in child.events() if isinstance(e, Delivered)
                              for _, o, _ in e.records), "r2 held by member-a")  # fmt: skip
-        acquired = max(e.ts for e in child.events() if isinstance(e, Polled))
+        # the records were acquired during the member's poll, after it started (its Polled
+        # event comes after the acquisition, so it is no lower bound)
+        acquired = min(e.ts for e in child.events() if isinstance(e, Started))
         (child.kill if how == "SIGKILL" else child.freeze)()
         held = [o for e in child.events() if isinstance(e, Delivered) for _, o, _ in e.records]
         app = App(kafka, group)
@@ -309,3 +311,33 @@ def test_c4_sigterm_finishes_the_record_answers_and_releases_the_rest(
     by_b = {o: a for e in rec.of(Delivered) for _, o, a in e.records}
     assert set(by_b) == set(range(10)) - set(by_a)  # nothing handled twice, nothing lost
     assert set(by_b.values()) == {2}
+
+
+def test_s1_a_delivery_limit_lowered_while_running_is_applied_before_the_broker_archives(
+    kafka: str, make_topic: Callable[..., str]
+) -> None:
+    from redrive.share.group import apply
+
+    topic = make_topic("jobs")
+    group = f"share-{topic}"
+    rec = Recorder()
+    app = App(kafka, group)
+    app.bus.subscribe(rec)
+
+    @app.share_listener(
+        topic, value_deserializer="str",
+        share_group=ShareGroup(delivery_limit=5, lock_duration=2.0),
+        retry=Retry(classifier=Classifier(retryable=(ConnectionError,))),
+    )  # fmt: skip
+    def handle(msg: Message) -> None:
+        raise ConnectionError("downstream unavailable")
+
+    with running(app):
+        apply({"bootstrap.servers": kafka}, group, ShareGroup(delivery_limit=3))  # another deploy
+        wait_for(lambda: app.loops[0].limit == 3, "the lowered limit read again")
+        admin.produce(kafka, topic, ["poison"])
+        wait_for(lambda: len(admin.read_all(kafka, f"{topic}-dlt")) == 1, "a dead letter")
+        wait_for(lambda: any(e.outcome == "reject" for e in rec.of(Acknowledged)), "a reject")
+    assert [a for _, a in deliveries(rec, 0)] == [1, 2]  # limit 3: dead-lettered at 2
+    (letter,) = admin.read_all(kafka, f"{topic}-dlt")
+    assert struct.unpack(">i", dict(letter.headers())[REDRIVE_ATTEMPTS])[0] == 2

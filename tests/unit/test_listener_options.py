@@ -107,7 +107,7 @@ WRONG: list[tuple[str, object, str]] = [
     ("max_poll_records", 0, "must be a whole number >= 1, got 0"),
     ("key_deserializer", 3, "must be one of ['bytes', 'json', 'str'] or a function, got 3 (type int)"),
     ("value_deserializer", str, "got the class str; use the name 'str'"),
-    ("commit", "sometimes", "got 'sometimes': one of Commit.per_poll(), Commit.per_record(), Commit.interval(seconds) or Commit.manual()"),
+    ("commit", "sometimes", "got 'sometimes': one of Commit.per_poll(), Commit.per_record(), Commit.interval(seconds), Commit.manual() or Commit.transaction()"),
     ("commit", Commit.per_record, "; call it: Commit.per_record()"),
     ("commit", "interval", "; use Commit.interval(seconds)"),
     ("retry", Retry, "must be a Retry policy, got the class Retry; pass an instance: Retry()"),

@@ -233,6 +233,35 @@ def redrive_record_tracing(job: Job, meter: Meter) -> None:
         provider.shutdown()
 
 
+def _transform(job: Job, meter: Meter, commit: Any) -> None:
+    """Consume-transform-produce: each record becomes one ``Output`` to ``<topic>-out``."""
+    from redrive import Output
+
+    app = _app(job)
+    out, hit = f"{job.topic}-out", meter.hit
+
+    def transform(msg: Any) -> Output:
+        hit(msg)
+        return Output(out, key=msg.raw_key, value=msg.raw_value)
+
+    app.listener(job.topic, max_poll_records=job.max_poll_records, commit=commit)(transform)
+    _run_app(app, meter)
+
+
+def redrive_outputs(job: Job, meter: Meter) -> None:
+    """At-least-once outputs: idempotent produces the broker confirms before each commit."""
+    from redrive import Commit
+
+    _transform(job, meter, Commit.per_poll())
+
+
+def redrive_transaction(job: Job, meter: Meter) -> None:
+    """Exactly once on Kafka: outputs and positions in one transaction per poll."""
+    from redrive import Commit
+
+    _transform(job, meter, Commit.transaction())
+
+
 def redrive_io(job: Job, meter: Meter) -> None:
     """An I/O-bound handler: awaits ``job.delay`` seconds per record."""
     app = _app(job)
@@ -329,6 +358,8 @@ CONTENDERS: dict[str, tuple[Contender, str | None]] = {
     "redrive-record+bus": (redrive_record_bus, None),
     "redrive-record+metrics": (redrive_record_metrics, None),
     "redrive-record+tracing": (redrive_record_tracing, "opentelemetry.sdk"),
+    "redrive-outputs": (redrive_outputs, None),
+    "redrive-transaction": (redrive_transaction, None),
     "faststream-aiokafka": (faststream_aiokafka, "faststream"),
     "faststream-confluent": (faststream_confluent, "faststream"),
     "aiokafka-getmany": (aiokafka_getmany, "aiokafka"),

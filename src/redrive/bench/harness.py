@@ -37,7 +37,7 @@ REFERENCE = "tuned"
 THROUGHPUT = ["tuned", "no-commit", "baseline", "redrive-record", "redrive-batch",
               "redrive-record+bus", "redrive-record+metrics", "redrive-record+tracing",
               "faststream-aiokafka", "faststream-confluent",
-              "aiokafka-getmany"]  # fmt: skip
+              "aiokafka-getmany", "redrive-outputs", "redrive-transaction"]  # fmt: skip
 
 
 @dataclass
@@ -92,7 +92,8 @@ def _run(bootstrap: str, opts: Options) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     topic = f"redrive-bench-{tag}"
     io_topic = f"redrive-bench-io-{tag}"
-    admin.create_topics(bootstrap, {topic: opts.partitions, io_topic: opts.partitions})
+    admin.create_topics(bootstrap, {topic: opts.partitions, io_topic: opts.partitions,
+                                    f"{topic}-out": opts.partitions})  # fmt: skip
     fill(bootstrap, topic, opts.records, opts.size, keys=opts.io_keys)
     if opts.io_records:
         fill(bootstrap, io_topic, opts.io_records, opts.size, keys=opts.io_keys)

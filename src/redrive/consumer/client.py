@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KTopicPartition
@@ -15,6 +15,11 @@ from confluent_kafka import TopicPartition as KTopicPartition
 from redrive.errors import ClientError, CommitFailed, ConfigError, KafkaUnavailable
 from redrive.message import TopicPartition
 from redrive.observe.logs import kafka_logging
+
+if TYPE_CHECKING:
+    from redrive.consumer.producer import OutputProducer
+
+T = TypeVar("T")
 
 log = logging.getLogger("redrive.client")
 
@@ -61,6 +66,11 @@ class Client(Protocol):
 
     def committed(self, partitions: Sequence[TopicPartition]) -> Positions: ...
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
+
+    def outputs(self, kafka: Mapping[str, Any], transactional_id: str | None) -> OutputProducer:
+        """The producer of the listener's outputs (``consumer/producer.py``); with a
+        `transactional_id`, its transactions carry this consumer's positions (KIP-447)."""
+
     def pause(self, partitions: Sequence[TopicPartition]) -> None: ...
     def resume(self, partitions: Sequence[TopicPartition]) -> None: ...
     def close(self) -> None: ...
@@ -82,8 +92,14 @@ _BENIGN = {KafkaError._PARTITION_EOF}
 
 def make_consumer(config: Mapping[str, Any]) -> Consumer:
     """Build a confluent-kafka Consumer, turning a bad setting into a ConfigError."""
+    return make_client(Consumer, config)
+
+
+def make_client(factory: Callable[[dict[str, Any]], T], config: Mapping[str, Any]) -> T:
+    """Build a confluent-kafka client with `factory` (its settings' log lines go through
+    logging), turning a bad setting into a ConfigError naming it."""
     try:
-        return Consumer(kafka_logging(config))
+        return factory(kafka_logging(config))
     except KafkaException as exc:
         err = exc.args[0]
         text = err.str() if hasattr(err, "str") else str(err)
@@ -240,6 +256,11 @@ class ConfluentClient:
             self._consumer.seek(_ktp(tp, offset))
         except KafkaException as exc:
             raise ClientError(f"seek of {tp} to {offset} failed: {exc.args[0]}") from None
+
+    def outputs(self, kafka: Mapping[str, Any], transactional_id: str | None) -> OutputProducer:
+        from redrive.consumer.producer import KafkaOutputs
+
+        return KafkaOutputs(kafka, transactional_id, self._consumer.consumer_group_metadata)
 
     def pause(self, partitions: Sequence[TopicPartition]) -> None:
         self._consumer.pause([_ktp(tp) for tp in partitions])

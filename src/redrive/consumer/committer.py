@@ -20,6 +20,7 @@ from redrive.consumer.offsets import OffsetTracker
 from redrive.errors import CommitFailed
 from redrive.events import CommitRetrying, Committed, EventBus
 from redrive.message import Message, TopicPartition
+from redrive.publish import Publisher
 from redrive.retry.attempts import Attempt, encode
 
 log = logging.getLogger("redrive.commit")
@@ -59,6 +60,18 @@ class Committer:
         self._background = policy.background_interval is not None
         self._ask = not policy.wait  # poll commits are asked for, not waited on
         self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
+        self._took = 0.0  # seconds the last commit call took (for its Committed event)
+
+    publisher: Publisher | None = None
+    """Where recoverers write instead of their own producer: a transaction's (see
+    ``transactions.py``); None here."""
+
+    def defer_recovery(self) -> bool:
+        """True when a recovery now would be lost (a doomed transaction): it waits."""
+        return False
+
+    def close(self) -> None:
+        """Release what the committer holds (a producer of outputs); nothing here."""
 
     # -- attempt state ----------------------------------------------------------------
 
@@ -196,6 +209,11 @@ class Committer:
                 return
             self._committed.update(payload)
             self._handoffs.difference_update(payload)
+        self._took = time.perf_counter() - began if self.bus else 0.0
+        self._after_commit(payload, reason)
+
+    def _after_commit(self, payload: Payload, reason: str) -> None:
+        """Bookkeeping once `payload` was committed (or asked for)."""
         for tp, (pos, _) in payload.items():
             self.stale_marks.discard(tp)
             final = self._final.get(tp)
@@ -206,7 +224,7 @@ class Committer:
         if self.bus:
             meta = tuple((tp, m) for tp, (_, m) in payload.items() if m)
             positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
-            took = time.perf_counter() - began
+            took, self._took = self._took, 0.0  # the commit call's, when it was timed
             self.bus.emit(Committed(self.name, positions, meta, reason, took))
 
     # -- assignment ---------------------------------------------------------------------

@@ -19,8 +19,10 @@ on the loop thread only.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,7 +42,9 @@ from redrive.events import (
 )
 from redrive.headers import attempts_of, due_ms
 from redrive.message import Message, TopicPartition
-from redrive.recover.base import Context
+from redrive.publish import Publisher
+from redrive.recover.base import Context, Recoverer
+from redrive.recover.breaker import CircuitBreaker
 from redrive.retry.attempts import Attempt, decode
 
 log = logging.getLogger("redrive.loop")
@@ -218,10 +222,13 @@ class FailureHandler:
         """Bring the record to a final outcome with the recoverer, or wait and try again."""
         spec = self.spec
         state = state or Attempt(failures=1, first_failure=self.wall_clock())
+        if self.committer.defer_recovery():
+            return self._defer(msg, exc, state)
         try:
             first = state.first_failure or self.wall_clock()
             attempts = state.failures + state.interruptions
-            run_recoverer(spec, self.bus, msg, exc, attempts, first, state.interruptions)
+            run_recoverer(spec, self.bus, msg, exc, attempts, first, state.interruptions,
+                          self.committer.publisher)  # fmt: skip
         except ListenerStopped:
             # Stopped on purpose (Stop, circuit breaker): after a restart the record gets a
             # fresh set of attempts, for the code that presumably fixed the cause.
@@ -250,6 +257,18 @@ class FailureHandler:
             self.bus.emit(Recovered(spec.name, msg.tp, msg.offset, type(spec.recoverer).__name__))
         return FINAL
 
+    def _defer(self, msg: Message, exc: BaseException, state: Attempt) -> Hold:
+        """Recover at the record's next delivery: its transaction is being aborted, and the
+        recovery must commit in the same transaction as the records before it."""
+        state.exhausted = True
+        state.running = False
+        state.last_error = exc
+        state.note(exc, state.limit)
+        self.committer.keep(msg, state)
+        if self.persist:
+            self.committer.commit_now(msg.tp, "attempt")
+        return self.wait(msg, 0.0)
+
     def batch_failed(self, msgs: list[Message], exc: BaseException, attempt: int) -> float | None:
         """A batch failed without naming a record: the delay before the whole batch is
         tried again (attempts counted in memory), or None: isolate its records."""
@@ -273,12 +292,16 @@ class FailureHandler:
 
 
 def run_recoverer(spec: ListenerSpec, bus: EventBus, msg: Message, exc: BaseException,
-                  attempts: int, first_failure: float, interruptions: int = 0) -> None:  # fmt: skip
-    """Hand `msg` to the listener's recoverer; returns when it reached a final outcome
-    (a dead letter the broker confirmed, D3), raises when it did not."""
+                  attempts: int, first_failure: float, interruptions: int = 0,
+                  publisher: Publisher | None = None,
+                  recoverer: Recoverer | None = None) -> None:  # fmt: skip
+    """Hand `msg` to the listener's recoverer (or `recoverer`); returns when it reached a
+    final outcome (a dead letter the broker confirmed, D3), raises when it did not.
+    ``publisher``: the open transaction the recoverer writes through
+    (``Commit.transaction()``)."""
     ctx = Context(spec.name, spec.group_id, attempts, first_failure, bus, spec.kafka,
-                  interruptions)  # fmt: skip
-    spec.recoverer.recover(msg, exc, ctx)
+                  interruptions, publisher)  # fmt: skip
+    (recoverer or spec.recoverer).recover(msg, exc, ctx)
 
 
 Verdict = Literal["accept", "release", "reject"]
@@ -303,7 +326,19 @@ class CountedFailures:
       to any member: back-off delays cannot be waited out, see the README).
     - ``recover``: "reject" only once the recoverer returned (the dead letter is confirmed,
       D3). A recoverer that raises is tried again in place after the ``Retry.recovery``
-      back-off (``sleep`` returns False when the listener stops: then "release").
+      back-off, while the record's acquisition lock lasts (``expires()``, on ``clock``):
+      then "release" (it is delivered again, and its dead letter may be written twice when
+      a write the broker took was reported as failed). A stop ends the retries with
+      "release" too, except for a record at the limit: the broker archives a released
+      record at the limit, so its dead letter is tried again whatever the stop says until
+      its lock expires, and past the lock until it is written unless the listener is
+      stopping (then the broker has archived it without a dead letter: logged as an error).
+      A circuit breaker that trips on a record at the limit does not keep it from its
+      dead letter (``CircuitBreaker.recoverer`` writes it), then the listener stops.
+
+    ``recover_lock`` serializes recoveries when several members share one recoverer. The
+    first failure a recoverer is told (the dead letter's first-failure header) is the time
+    of recovery: the broker counts deliveries but keeps no time of the first failure.
     """
 
     def __init__(
@@ -313,6 +348,12 @@ class CountedFailures:
         limit: int,
         sleep: Callable[[float], bool],
         wall_clock: Callable[[], float] = time.time,
+        *,
+        stopping: Callable[[], bool] = lambda: False,
+        expires: Callable[[], float] = lambda: math.inf,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], None] = time.sleep,
+        recover_lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.spec = spec
         self.retry = spec.retry
@@ -320,7 +361,13 @@ class CountedFailures:
         self.limit = limit
         self.sleep = sleep
         self.wall_clock = wall_clock
+        self.stopping = stopping
+        self.expires = expires
+        self.clock = clock
+        self.pause = pause
+        self.recover_lock = recover_lock or nullcontext()
         self.handled = 0
+        self.stopped: ListenerStopped | None = None  # raised by the loop after this poll
 
     def gate(self, msg: Message) -> Verdict | None:
         if msg.error is not None:  # undecodable: never reaches the handler (F4)
@@ -352,23 +399,65 @@ class CountedFailures:
 
     def recover(self, msg: Message, exc: BaseException, interruptions: int = 0) -> Verdict:
         spec = self.spec
+        at_limit = msg.attempt >= self.limit
+        recoverer = spec.recoverer
         tries = 0
         while True:
             try:
-                run_recoverer(spec, self.bus, msg, exc, msg.attempt, self.wall_clock(),
-                              interruptions)  # fmt: skip
+                with self.recover_lock:
+                    run_recoverer(spec, self.bus, msg, exc, msg.attempt, self.wall_clock(),
+                                  interruptions, recoverer=recoverer)  # fmt: skip
                 return "reject"
             except ListenerStopped:
-                raise
+                if not at_limit or not isinstance(recoverer, CircuitBreaker):
+                    if at_limit:
+                        log.error("%s: %s[%d]@%d is at the delivery limit and was not "
+                                  "recovered (the recoverer stopped the listener): the broker "
+                                  "archives it without a dead letter", spec.name, msg.topic,
+                                  msg.partition, msg.offset)  # fmt: skip
+                    raise
+                # Released, the broker would archive it without a dead letter: write it past
+                # the breaker (which logged why it tripped); the loop stops after this poll.
+                self.stopped = ListenerStopped(
+                    f"listener {spec.name!r} stopped by the dead-letter circuit breaker "
+                    f"(see above); {msg.topic}[{msg.partition}]@{msg.offset}, at the delivery "
+                    "limit, was dead-lettered all the same (released, the broker would have "
+                    "archived it)"
+                )
+                recoverer = recoverer.recoverer
+                continue
             except Exception as rexc:  # not final: never rejected without it (D3)
                 tries += 1
-                delay = spec.retry.recovery.delay_forever(tries)
-                log.error("%s: recovering %s[%d]@%d failed, retrying in %.1fs: %s",
-                          spec.name, msg.topic, msg.partition, msg.offset, delay, rexc)  # fmt: skip
-                if self.bus:
-                    self.bus.emit(RecoveryRetrying(spec.name, msg.tp, msg.offset, str(rexc)))
-                if not self.sleep(delay):
-                    return "release"
+                if (verdict := self._retry_wait(msg, rexc, tries, at_limit)) is not None:
+                    return verdict
+
+    def _retry_wait(self, msg: Message, rexc: Exception, tries: int,
+                    at_limit: bool) -> Verdict | None:  # fmt: skip
+        """Wait before recovery is tried again (None), or give up with a verdict."""
+        spec = self.spec
+        delay = spec.retry.recovery.delay_forever(tries)
+        left = self.expires() - self.clock()
+        where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+        if self.bus:
+            self.bus.emit(RecoveryRetrying(spec.name, msg.tp, msg.offset, str(rexc)))
+        if not at_limit:
+            if left <= 0:
+                log.error("%s: recovering %s failed and its lock expired: released for "
+                          "redelivery: %s", spec.name, where, rexc)  # fmt: skip
+                return "release"
+            log.error("%s: recovering %s failed, retrying in %.1fs: %s",
+                      spec.name, where, min(delay, left), rexc)  # fmt: skip
+            return None if self.sleep(min(delay, left)) else "release"
+        if left <= 0 and self.stopping():
+            log.error("%s: recovering %s failed and the listener stops past its lock: it is "
+                      "at the delivery limit, so the broker archives it without a dead "
+                      "letter: %s", spec.name, where, rexc)  # fmt: skip
+            return "release"  # ignored by the broker past the lock
+        wait = min(delay, left) if left > 0 else delay
+        log.error("%s: recovering %s (at the delivery limit) failed, retrying in %.1fs%s: %s",
+                  spec.name, where, wait, "" if left > 0 else " (past its lock)", rexc)  # fmt: skip
+        self.pause(wait)
+        return None
 
 
 class _LastError(Exception):

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from redrive.consumer.client import Client, RawRecord
-from redrive.consumer.committer import Committer
 from redrive.consumer.decode import Decoder
 from redrive.consumer.dispatch.base import Dispatcher, Parts
 from redrive.consumer.dispatch.batches import Batches
@@ -24,6 +23,7 @@ from redrive.consumer.dispatch.records import Records
 from redrive.consumer.failures import FailureHandler
 from redrive.consumer.pauser import Pauser
 from redrive.consumer.spec import ListenerSpec
+from redrive.consumer.transactions import committer_for
 from redrive.events import (
     Assigned,
     EventBus,
@@ -72,10 +72,11 @@ class Loop:
         # records an owner may be handling past its committed position: a poll's, or under
         # concurrency the in-flight bound (with room for failed records not yet settled)
         window = 2 * ConcurrentRecords.bound(spec) if concurrent else spec.max_poll_records
-        self.committer = Committer(spec.name, client, spec.commit, self.bus,
-                                   persist=persist, window=window)  # fmt: skip
-        self.engine = FailureHandler(spec, self.committer, self.bus, wall_clock)
         self.pauser = Pauser(spec.name, client, self.bus, clock)
+        self.committer, spec = committer_for(spec, client, self.bus, self.pauser,
+                                             persist=persist, window=window)  # fmt: skip
+        self.spec = spec  # its handler writes the outputs it returns (transactions.py)
+        self.engine = FailureHandler(spec, self.committer, self.bus, wall_clock)
         parts = Parts(spec, self.engine, self.committer, self.pauser, self.bus,
                       lambda: self._stopping)  # fmt: skip
         self.dispatcher: Dispatcher = (
@@ -135,7 +136,10 @@ class Loop:
                 self.committer.flush("close", sync=True)
         finally:
             try:
-                self.client.close()
+                try:
+                    self.client.close()
+                finally:
+                    self.committer.close()
             finally:
                 try:
                     self.spec.recoverer.close()

@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 import redrive.admin as admin
-from redrive.dlt.records import read
+from redrive.dlt.records import copies, read
 from redrive.dlt.replay import Filter, parse_time, replay
 from redrive.errors import ClientError, ConfigError
 
@@ -111,12 +111,15 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.action == "ls":
-        rows = [r for r in read(servers(args), args.topic) if _filter(args)(r)]
+        every = read(servers(args), args.topic)
+        rows = [r for r in every if _filter(args)(r)]
+        copy_of = copies(every)
         if args.json:
-            json.dump([r.summary() for r in rows], out, indent=2)
+            summaries = [{**r.summary(), "copy_of": copy_of.get(r.replay_key)} for r in rows]
+            json.dump(summaries, out, indent=2)
             out.write("\n")
         else:
-            _table(rows, out)
+            _table(rows, out, copy_of)
         return 0
     if args.action == "show":
         found = [
@@ -152,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
                 "would_send": len(result.sent) if result.dry_run else 0,
                 "already_replayed": len(result.already),
                 "no_origin": len(result.unroutable),
+                "copies": len(result.copies),
                 "records": [
                     {"partition": r.partition, "offset": r.offset, "to": t, "to_partition": p,
                      "to_offset": o}
@@ -170,6 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         f"selected {len(result.selected)}, {verb} {len(result.sent)}, already replayed "
         f"{len(result.already)}" + (" (use --force to send again)" if result.already else "")
         + (f", no origin header {len(result.unroutable)}" if result.unroutable else "")
+        + (f", copies of a record replayed once {len(result.copies)}" if result.copies else "")
         + (" (dry run: nothing sent)" if result.dry_run else "") + "\n"
     )  # fmt: skip
     return 0
@@ -181,13 +186,16 @@ def _attempts(summary: dict[str, Any]) -> str:
     return f"{text} ({n} interrupted)" if n else text
 
 
-def _table(rows: list[Any], out: Any) -> None:
+def _table(rows: list[Any], out: Any, copy_of: dict[str, str] | None = None) -> None:
+    copy_of = copy_of or {}
     head = ("PART", "OFFSET", "DEAD-LETTERED (UTC)", "ORIGIN", "ATTEMPTS", "EXCEPTION", "MESSAGE")
     lines = [head]
     for r in rows:
         s = r.summary()
         o = s["origin"]
         origin = f"{o['topic']}[{o['partition']}]@{o['offset']}" if o["topic"] else "-"
+        if r.replay_key in copy_of:
+            origin += f" (copy of {copy_of[r.replay_key]})"
         exc = (s["exception"] or "-").rsplit(".", 1)[-1]
         msg = (s["message"] or "").replace("\n", " ")
         lines.append(
@@ -199,4 +207,8 @@ def _table(rows: list[Any], out: Any) -> None:
     for line in lines:
         cells = [c.ljust(w) for c, w in zip(line, widths, strict=False)]
         out.write("  ".join([*cells, line[-1]]).rstrip() + "\n")
-    out.write(f"{len(rows)} dead letter(s)\n")
+    shown = sum(r.replay_key in copy_of for r in rows)
+    out.write(f"{len(rows)} dead letter(s)")
+    out.write(
+        f", {shown} of them copies of an earlier one (same origin record)\n" if shown else "\n"
+    )

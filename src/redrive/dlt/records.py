@@ -114,6 +114,14 @@ class DeadLetterRecord:
     def replay_key(self) -> str:
         return f"{self.partition}:{self.offset}"
 
+    @property
+    def origin_key(self) -> tuple[str, int, int] | None:
+        """The origin record (topic, partition, offset): dead letters with the same one are
+        copies of one record (a consumer killed between the dead-letter write and its
+        commit makes the next owner write it again)."""
+        o = self.origin
+        return None if o is None else (o.topic, o.partition, o.offset)
+
     def exception_matches(self, name: str) -> bool:
         """True when ``name`` is the full or simple name of the exception, its root cause or
         a wrapper around it."""
@@ -150,6 +158,22 @@ class DeadLetterRecord:
             "value_bytes": None if self.value is None else len(self.value),
             "headers": self.decoded,
         }
+
+
+def copies(records: Iterable[DeadLetterRecord]) -> dict[str, str]:
+    """The copies among `records`: ``replay_key`` of each copy -> that of the first dead
+    letter (the earliest written) of the same origin record."""
+    first: dict[tuple[str, int, int], DeadLetterRecord] = {}
+    out: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset)):
+        key = r.origin_key
+        if key is None:
+            continue
+        if key in first:
+            out[r.replay_key] = first[key].replay_key
+        else:
+            first[key] = r
+    return out
 
 
 def _preview(b: bytes | None, limit: int) -> str | None:

@@ -60,6 +60,10 @@ class ReplayResult:
     """Selected but replayed before (skipped unless forced)."""
     unroutable: list[DeadLetterRecord] = field(default_factory=list)
     """Selected but without an origin topic header."""
+    copies: list[DeadLetterRecord] = field(default_factory=list)
+    """Selected but copies of an origin record replayed in this run or before (written twice
+    by a consumer killed between the dead-letter write and its commit): skipped, so the
+    origin record is replayed once."""
     dry_run: bool = False
 
 
@@ -118,17 +122,24 @@ def replay(
         raise ConfigError("to", f"must be 'origin' or 'retry', got {to!r}")
     result = ReplayResult(dry_run=dry_run)
     keep = where or Filter()
-    result.selected = [r for r in read(bootstrap_servers, dlt_topic) if keep(r)]
+    everything = read(bootstrap_servers, dlt_topic)
+    result.selected = [r for r in everything if keep(r)]
     done = set() if force else replayed_keys(bootstrap_servers, dlt_topic)
+    # origin records replayed before (through any of their copies), and in this run
+    sent_origins = {r.origin_key for r in everything if r.replay_key in done}
     todo: list[tuple[DeadLetterRecord, str]] = []
     partitions: dict[str, int | None] = {}
-    for r in result.selected:
+    for r in sorted(result.selected, key=lambda r: (r.timestamp, r.partition, r.offset)):
         if r.replay_key in done:
             result.already.append(r)
             continue
         if r.origin_topic is None:
             result.unroutable.append(r)
             continue
+        if not force and r.origin_key in sent_origins:
+            result.copies.append(r)
+            continue
+        sent_origins.add(r.origin_key)
         target = r.origin_topic if to == "origin" else _first_retry_topic(
             bootstrap_servers, r.origin_topic, partitions
         )  # fmt: skip

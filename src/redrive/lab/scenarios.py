@@ -31,7 +31,7 @@ from typing import Any
 
 import redrive.admin as admin
 from redrive.app import App
-from redrive.errors import BatchFailed
+from redrive.errors import BatchFailed, ClientError
 from redrive.events import (
     Acknowledged,
     Assigned,
@@ -913,6 +913,72 @@ def retry_topics(lab: Lab) -> None:
     lab.check_committed(topic, {0: 3})
     for t in retries:
         lab.check_committed(t, {0: 1}, group=lab.group + "-retry")
+
+
+@scenario(
+    "transaction",
+    "Consume, transform, produce in a transaction",
+    contract="T1",
+    story="""orders[0] holds m1..m4, 4 per poll; the listener commits in Kafka transactions
+    (Commit.transaction()) and turns each record into an output on invoices. m3 fails once
+    (a 0.5 s back-off), after the outputs of m1 and m2 reached the broker inside the open
+    transaction. The contract: the transaction is aborted, a read_committed reader of
+    invoices sees nothing of the poll until the retry succeeds, then each output exactly
+    once; the aborted outputs are visible to read_uncommitted readers only.""",
+)
+def transaction(lab: Lab) -> None:
+    from redrive.consumer.commit import Commit
+    from redrive.events import Aborted
+    from redrive.outputs import Output
+
+    topic = lab.topic("orders", M[:4])
+    out = lab.topic("invoices")
+    app = lab.app()
+    failed: list[str] = []
+    seen: dict[str, list[str]] = {}
+
+    def look(when: str) -> None:
+        isolations: tuple[admin.Isolation, ...] = ("read_committed", "read_uncommitted")
+        for isolation in isolations:
+            got = [m.value().decode() for m in _read(lab.servers, out, isolation)]
+            seen[f"{when}, {isolation}"] = got
+            lab.note(f"{isolation} reader of invoices sees: {', '.join(got) or 'nothing'}")
+
+    @app.listener(topic, max_poll_records=4, value_deserializer="str", name="consumer",
+                  commit=Commit.transaction(),
+                  retry=Retry.seek(BackOff.fixed(0.5, max_attempts=3)))  # fmt: skip
+    def handle(msg: Message) -> Output:
+        if msg.value == "m3" and not failed:
+            lab.wait(lambda: len(_read(lab.servers, out, "read_uncommitted")) == 2,
+                     "the outputs of m1 and m2 in the open transaction")  # fmt: skip
+            look("before the failure")
+            failed.append(msg.value)
+            raise ConnectionError("invoice service unavailable")
+        if failed and msg.value == "m1":
+            look("after the abort")
+        return Output(out, key=msg.raw_key, value=f"invoice-{msg.value}")
+
+    with lab.running(app):
+        lab.wait(lambda: lab.last_commit(topic) == {0: 4}, "position 4 committed")
+    look("after the commit")
+    invoices = [f"invoice-{m}" for m in M[:4]]
+    lab.check("records handled", ["m1", "m2", "m3", "m1", "m2", "m3", "m4"], lab.handled())
+    lab.check("transactions aborted", 1, len(lab.events(Aborted)))
+    lab.check("read_committed before the failure", [], seen["before the failure, read_committed"])
+    lab.check("read_committed after the abort", [], seen["after the abort, read_committed"])
+    lab.check("read_committed at the end (each once)", invoices,
+              seen["after the commit, read_committed"])  # fmt: skip
+    everything = ["invoice-m1", "invoice-m2", *invoices]  # the aborted outputs too
+    lab.check("read_uncommitted at the end", everything, seen["after the commit, read_uncommitted"])
+    lab.check("commits, in order", [{0: 4}], lab.commits(topic), topic=topic)
+    lab.check_committed(topic, {0: 4})
+
+
+def _read(servers: str, topic: str, isolation: admin.Isolation) -> list[Any]:
+    try:
+        return admin.read_as(servers, topic, isolation)
+    except ClientError as exc:
+        raise LabFailure(str(exc)) from None
 
 
 # -- share groups (KIP-932, S1) ---------------------------------------------------------------

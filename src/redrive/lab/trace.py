@@ -268,6 +268,10 @@ class _Builder:
                 self.note(e, client, f"{e.kind.lower()} {parts}".strip(), e.kind.lower())
         elif isinstance(e, ev.Skipped):
             self.note(e, client, f"skipped {self.rec(e.tp, e.offset)}", "skipped")
+        elif isinstance(e, ev.Aborted):
+            back = ", ".join(f"{self.part(tp)} to {self.rec(tp, pos)}" for tp, pos in e.rewound)
+            text = "transaction aborted" + (f", rewound {back}" if back else "")
+            self.note(e, client, text, "lost")
         elif isinstance(e, ev.Stopped):
             self.note(e, client, "stopped", "stopped")
         elif isinstance(e, LabNote):

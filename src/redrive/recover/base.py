@@ -11,6 +11,7 @@ from typing import Any
 from redrive.errors import ListenerStopped
 from redrive.events import EventBus, Skipped
 from redrive.message import Message
+from redrive.publish import Publisher
 
 log = logging.getLogger("redrive.recover")
 
@@ -28,6 +29,10 @@ class Context:
     """Client settings of the listener (bootstrap servers, security) for producers."""
     interruptions: int = 0
     """Attempts that never reported an outcome (the process died while handling it)."""
+    publisher: Publisher | None = None
+    """With ``Commit.transaction()``: the listener's open transaction. A recoverer that
+    writes to Kafka writes through it (``publisher.publish``), so its write commits with the
+    source record's position or not at all; None: use your own producer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,9 @@ class ListenerContext:
     """The listener's full client settings (bootstrap servers, security), for producers."""
     handled: Callable[[], int]
     """Records the listener handled successfully so far (a plain counter, cheap to read)."""
+    share_group: bool = False
+    """True for a share listener: a record not recovered is released to the group (its
+    members), not left uncommitted."""
 
 
 class Recoverer(ABC):

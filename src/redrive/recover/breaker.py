@@ -42,6 +42,7 @@ class _Counts:
     in_a_row: int = 0
     window: deque[bool] = field(default_factory=deque)  # True: recovered, False: handled
     recovered_in_window: int = 0
+    share_group: bool = False  # a share listener: a record not recovered is released
 
 
 class CircuitBreaker(Recoverer):
@@ -85,7 +86,9 @@ class CircuitBreaker(Recoverer):
     def start(self, listener: ListenerContext) -> None:
         """Count from here on what `listener` handled (``listener.handled()``: a plain
         counter, no per-record cost), and start the wrapped recoverer."""
-        self._counts[listener.name] = _Counts(handled=listener.handled, seen=listener.handled())
+        self._counts[listener.name] = _Counts(
+            handled=listener.handled, seen=listener.handled(), share_group=listener.share_group
+        )
         self.recoverer.start(listener)
 
     def _push(self, counts: _Counts, recovered: bool) -> None:
@@ -120,12 +123,18 @@ class CircuitBreaker(Recoverer):
                     self._push(counts, False)
         why = self._trips(counts)
         if why is not None:
-            text = (
-                f"listener {ctx.listener!r} stopped by the dead-letter circuit breaker: {why}; "
-                f"{msg.topic}[{msg.partition}]@{msg.offset} was not recovered and stays "
-                f"uncommitted (last error: {type(exc).__name__}: {exc}). Fix the cause, or "
-                "raise the limit, and start the listener again: it resumes at that record."
-            )
+            where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+            if counts.share_group:
+                fate = (f"{where} was not recovered and is released to the share group "
+                        f"(last error: {type(exc).__name__}: {exc}). Fix the cause, or raise "
+                        "the limit, and start the listener again: the group delivers it "
+                        "again (its delivery counted).")  # fmt: skip
+            else:
+                fate = (f"{where} was not recovered and stays uncommitted (last error: "
+                        f"{type(exc).__name__}: {exc}). Fix the cause, or raise the limit, "
+                        "and start the listener again: it resumes at that record.")  # fmt: skip
+            breaker = "stopped by the dead-letter circuit breaker"
+            text = f"listener {ctx.listener!r} {breaker}: {why}; {fate}"
             log.error("%s", text)
             if ctx.bus:
                 ctx.bus.emit(BreakerOpened(ctx.listener, why))

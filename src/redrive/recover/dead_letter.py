@@ -23,7 +23,9 @@ class DeadLetter(Recoverer):
     writes) say where it came from and why, in place of any origin or exception headers
     of either family the record already carried. ``recover`` returns only
     after the broker acknowledged the write; when the write fails it raises, and the loop
-    leaves the source record uncommitted and tries again later (D3). ``producer``: settings
+    leaves the source record uncommitted and tries again later (D3). Under
+    ``Commit.transaction()`` the write goes into the listener's transaction instead, with the
+    positions of the records before it (T1). ``producer``: settings
     of the dead-letter producer that win over those derived from the listener's.
 
     ``App.start()`` creates a missing dead-letter topic (``<source>-dlt`` or the fixed
@@ -70,7 +72,8 @@ class DeadLetter(Recoverer):
             first_failure=ctx.first_failure, interruptions=ctx.interruptions,
             original=msg.headers,
         )  # fmt: skip
-        written = self.publisher.publish(
+        publisher = ctx.publisher or self.publisher  # a transaction's, when there is one
+        written = publisher.publish(
             msg, self.destination(msg), msg.partition if self.same_partition else None,
             msg.raw_key, msg.raw_value, headers,
         )  # fmt: skip

@@ -21,10 +21,9 @@ from typing import Any, Literal
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
-from redrive.consumer.client import RawRecord, _setting_from
-from redrive.errors import ClientError, ConfigError, ShareGroupsUnavailable
+from redrive.consumer.client import RawRecord, make_client
+from redrive.errors import ClientError, ShareGroupsUnavailable
 from redrive.message import TopicPartition
-from redrive.observe.logs import kafka_logging
 
 log = logging.getLogger("redrive.share")
 
@@ -49,6 +48,16 @@ _ACK_TYPE = {
     "reject": confluent_kafka.AcknowledgeType.REJECT,
 }
 
+_TRANSIENT = {
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+
 _UNAVAILABLE = {KafkaError.UNSUPPORTED_VERSION, KafkaError._UNSUPPORTED_FEATURE}
 
 
@@ -71,9 +80,19 @@ def installed_versions() -> tuple[str, str]:
 
 
 def delivery_count(record: RawRecord) -> int:
-    """How many times the broker has delivered `record` (1 the first time)."""
+    """How many times the broker has delivered `record` (1 the first time). Raises
+    ``ClientError`` when the client gives none: the delivery limit could not be applied."""
     count = record.delivery_count()  # type: ignore[attr-defined]
-    return int(count) if count else 1
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 1:
+        return count
+    kafka, librdkafka = installed_versions()
+    raise ClientError(
+        f"the share consumer gave no delivery count for {record.topic()}[{record.partition()}]"
+        f"@{record.offset()} (got {count!r}) with confluent-kafka {kafka} (librdkafka "
+        f"{librdkafka}); share listeners were tested with confluent-kafka "
+        f"{TESTED_WITH['confluent-kafka']} (librdkafka {TESTED_WITH['librdkafka']}): install "
+        "that version"
+    )
 
 
 class ShareClient:
@@ -81,13 +100,7 @@ class ShareClient:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         settings = {**config, "share.acknowledgement.mode": "explicit"}
-        try:
-            self._consumer = confluent_kafka.ShareConsumer(kafka_logging(settings))
-        except KafkaException as exc:
-            text = _text(exc)
-            raise ConfigError(_setting_from(text), text) from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(_setting_from(str(exc)), str(exc)) from None
+        self._consumer = make_client(confluent_kafka.ShareConsumer, settings)
         self.servers = str(config.get("bootstrap.servers"))
 
     def subscribe(self, topics: Sequence[str]) -> None:
@@ -121,12 +134,23 @@ class ShareClient:
                 f"({outcome}) failed: {exc}"
             ) from None
 
-    def commit(self, timeout: float = 30.0) -> dict[TopicPartition, str | None]:
+    def commit(self, timeout: float = 30.0) -> dict[TopicPartition, str | None] | None:
         """Send the acknowledgements and wait: per partition, None or the broker's error
-        (for example an acquisition lock that expired before the acknowledgement)."""
+        (for example an acquisition lock that expired before the acknowledgement). None
+        when a transient error (logged) kept them from the broker: the records come back
+        to the group when their locks expire. Other errors raise ``ClientError``."""
         try:
             result = self._consumer.commit_sync(timeout)
         except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if (
+                isinstance(err, KafkaError)
+                and not err.fatal()
+                and (err.retriable() or err.code() in _TRANSIENT)
+            ):
+                log.warning("sending the acknowledgements failed (%s): their records come "
+                            "back to the group when their locks expire", _text(exc))  # fmt: skip
+                return None
             raise self._error(exc) from None
         return {
             TopicPartition(tp.topic, tp.partition): None if err is None else _text(err)

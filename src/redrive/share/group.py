@@ -4,8 +4,9 @@ A share group's delivery limit, acquisition lock and start position are *group*
 configurations, not client settings: ``ShareGroup`` holds the ones a share listener cares
 about, ``App.start()`` writes those you set with the admin API's incremental alter configs
 on the group (``kafka-configs.sh --entity-type groups`` does the same by hand), then reads
-the effective values back (what you did not set comes from the broker's
-``group.share.*`` defaults)::
+the effective values back (what you did not set keeps the group's value, or comes from the
+broker's ``group.share.*`` defaults). A running listener reads the delivery limit and the
+lock duration again every lock duration and applies the lowest it saw::
 
     ShareGroup(delivery_limit=5, lock_duration=30.0, auto_offset_reset="earliest")
 
@@ -17,6 +18,7 @@ raises ``ConfigError`` with the broker's words.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +51,11 @@ class ShareGroup:
     """``share.record.lock.duration.ms``, in seconds: how long a member holds a delivered
     record before the broker gives it to another member (a crashed member's records come
     back after this)."""
-    auto_offset_reset: str = "earliest"
+    auto_offset_reset: str | None = None
     """``share.auto.offset.reset``: where a new share group starts: "earliest", "latest" or
-    "by_duration:<ISO 8601 duration>" (the consumer listeners' default is earliest too)."""
+    "by_duration:<ISO 8601 duration>". None: the group's current value; a group without
+    one is set to "earliest" (the consumer listeners' default too; the broker's is
+    latest)."""
 
     def __post_init__(self) -> None:
         limit = self.delivery_limit
@@ -71,17 +75,20 @@ class ShareGroup:
                 "share_group.lock_duration", f"must be > 0 seconds or None, got {lock!r}"
             )
         reset = self.auto_offset_reset
-        if not isinstance(reset, str) or not (
-            reset in ("earliest", "latest") or reset.startswith("by_duration:")
+        if reset is not None and not (
+            isinstance(reset, str)
+            and (reset in ("earliest", "latest") or reset.startswith("by_duration:"))
         ):
             raise ConfigError(
                 "share_group.auto_offset_reset",
-                f"must be 'earliest', 'latest' or 'by_duration:<ISO 8601>', got {reset!r}",
+                f"must be 'earliest', 'latest', 'by_duration:<ISO 8601>' or None, got {reset!r}",
             )
 
     def configs(self) -> dict[str, str]:
-        """The group configurations to write."""
-        out = {AUTO_OFFSET_RESET: self.auto_offset_reset}
+        """The group configurations to write (those set)."""
+        out = {}
+        if self.auto_offset_reset is not None:
+            out[AUTO_OFFSET_RESET] = self.auto_offset_reset
         if self.delivery_limit is not None:
             out[DELIVERY_LIMIT] = str(self.delivery_limit)
         if self.lock_duration is not None:
@@ -102,30 +109,51 @@ def apply(kafka: dict[str, Any] | Any, group_id: str, group: ShareGroup,
           timeout: float = 30.0) -> Effective:  # fmt: skip
     """Write `group`'s settings on share group `group_id`, then read them back."""
     admin = AdminClient(kafka_logging(_admin_settings(kafka)))
+    configs = group.configs()
+    if AUTO_OFFSET_RESET not in configs and _unset(admin, group_id, AUTO_OFFSET_RESET, timeout):
+        configs[AUTO_OFFSET_RESET] = "earliest"
     entries = [
         ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-        for name, value in group.configs().items()
+        for name, value in configs.items()
     ]
-    resource = ConfigResource(ResourceType.GROUP, group_id, incremental_configs=entries)
-    try:
-        for future in admin.incremental_alter_configs([resource]).values():
-            future.result(timeout)
-    except KafkaException as exc:
-        text = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        setting = next((n for n in group.configs() if text.startswith(n)), "share_group")
-        why = f"the broker refused it for group {group_id!r}: {text}"
-        raise ConfigError(setting, why) from None
+    if entries:
+        resource = ConfigResource(ResourceType.GROUP, group_id, incremental_configs=entries)
+        try:
+            for future in admin.incremental_alter_configs([resource]).values():
+                future.result(timeout)
+        except KafkaException as exc:
+            text = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+            setting = next((n for n in configs if text.startswith(n)), "share_group")
+            why = f"the broker refused it for group {group_id!r}: {text}"
+            raise ConfigError(setting, why) from None
     return describe(admin, group_id, timeout)
+
+
+def reader(kafka: dict[str, Any] | Any, group_id: str,
+           timeout: float = 10.0) -> Callable[[], Effective]:  # fmt: skip
+    """A function that reads share group `group_id`'s settings as the broker applies them
+    (one admin client for all the calls)."""
+    admin = AdminClient(kafka_logging(_admin_settings(kafka)))
+    return lambda: describe(admin, group_id, timeout)
+
+
+def _unset(admin: AdminClient, group_id: str, name: str, timeout: float) -> bool:
+    """True when `name` is not set on the group (its value is the broker's default)."""
+    entry = _entries(admin, group_id, timeout).get(name)
+    return entry is None or bool(entry.is_default)
+
+
+def _entries(admin: AdminClient, group_id: str, timeout: float) -> dict[str, Any]:
+    try:
+        (future,) = admin.describe_configs([ConfigResource(ResourceType.GROUP, group_id)]).values()
+        return dict(future.result(timeout))
+    except KafkaException as exc:
+        raise ClientError(f"reading the settings of share group {group_id!r}: {exc}") from None
 
 
 def describe(admin: AdminClient, group_id: str, timeout: float = 30.0) -> Effective:
     """The share-group settings of `group_id` as the broker applies them."""
-    try:
-        (future,) = admin.describe_configs([ConfigResource(ResourceType.GROUP, group_id)]).values()
-        entries = future.result(timeout)
-    except KafkaException as exc:
-        raise ClientError(f"reading the settings of share group {group_id!r}: {exc}") from None
-    values = {name: entry.value for name, entry in entries.items()}
+    values = {name: entry.value for name, entry in _entries(admin, group_id, timeout).items()}
     return Effective(
         delivery_limit=int(values.get(DELIVERY_LIMIT) or 5),
         lock_duration=int(values.get(LOCK_DURATION) or 30000) / 1000,

@@ -92,7 +92,8 @@ class ChainRecoverer(Recoverer):
             group_id=self.group_id, exc=exc, attempts=attempt, first_failure=first_failure,
             interruptions=ctx.interruptions, original=[*kept, *hop], family=h.CHAIN,
         )  # fmt: skip
-        written = self.publisher.publish(
+        publisher = ctx.publisher or self.publisher  # a transaction's, when there is one
+        written = publisher.publish(
             msg, dest, origin.partition, msg.raw_key, msg.raw_value, headers,
             role="retry" if due is not None else "dead-letter",
         )  # fmt: skip

@@ -70,19 +70,15 @@ class OnLoopThread:
         engine = parts.engine
         if parts.bus.records:
             parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
-        try:
-            self._call(arg)
-        except ListenerStopped:
-            raise
-        except Defer as defer:  # "not yet" is no failure: wait, counting no attempt
-            return engine.wait(msg, defer.delay)
-        except Exception as exc:
-            cause = (exc.__cause__ or exc) if isinstance(exc, BatchFailed) else exc
-            if isolate is None:
-                return engine.failed(msg, cause)
-            return engine.give_up(msg, cause, isolate)
-        engine.succeeded(msg)
-        return None
+        failure = call_handler(self._call, arg)
+        if failure is None:
+            engine.succeeded(msg)
+            return None
+        if isinstance(failure, Defer):  # "not yet" is no failure: wait, counting no attempt
+            return engine.wait(msg, failure.delay)
+        if isolate is None:
+            return engine.failed(msg, cause_of(failure))
+        return engine.give_up(msg, cause_of(failure), isolate)
 
     def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
         return timeout, max_records
@@ -98,6 +94,23 @@ class OnLoopThread:
 
     def close(self, timeout: float) -> None:
         self._release()
+
+
+def call_handler(call: Callable[[Any], Any], arg: Any) -> Exception | None:
+    """Call the handler with `arg`: None when it returned, otherwise what it raised (a
+    ``Defer``, a ``BatchFailed``, a failure); ``ListenerStopped`` is raised on."""
+    try:
+        call(arg)
+    except ListenerStopped:
+        raise
+    except Exception as exc:
+        return exc
+    return None
+
+
+def cause_of(failure: BaseException) -> BaseException:
+    """The failure a handler reported: a ``BatchFailed``'s cause, or the failure itself."""
+    return (failure.__cause__ or failure) if isinstance(failure, BatchFailed) else failure
 
 
 def park(parts: Parts, tp: TopicPartition, delay: float, held: list[Message]) -> None:

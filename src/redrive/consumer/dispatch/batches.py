@@ -79,7 +79,7 @@ class Batches(OnLoopThread):
                 msgs = self._failed_at(msgs, i, engine.wait(msgs[i], defer.delay))
                 continue
             except BatchFailed as signal:
-                named = _index_of(signal, msgs)
+                named = signal.index_in(msgs)
                 if named is None:  # names no record of this batch: as if it named none
                     log.warning("%s: %s names no record of the batch of %d; retrying it whole",
                                 parts.spec.name, signal, len(msgs))  # fmt: skip
@@ -151,9 +151,3 @@ class Batches(OnLoopThread):
     def resumed(self, parked: Parked) -> None:
         if parked.held:
             self.dispatch(parked.held)
-
-
-def _index_of(signal: BatchFailed, msgs: list[Message]) -> int | None:
-    if signal.index is not None:
-        return signal.index if 0 <= signal.index < len(msgs) else None
-    return next((i for i, m in enumerate(msgs) if m is signal.message), None)
