@@ -126,6 +126,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return run_lab(args)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from redrive.chaos.cli import run_chaos
+
+    return run_chaos(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from redrive.bench.cli import run_bench
 
@@ -217,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
     lab.add_argument("--open", action="store_true", help="open the report in a web browser")
     lab.set_defaults(func=cmd_lab)
+
+    chaos = sub.add_parser(
+        "chaos",
+        help="prove nothing is lost under killed consumers and a restarted broker",
+        description="Produce records, consume them with redrive run processes while they are "
+        "SIGKILLed and the broker is restarted, and check with an independent ledger that "
+        "nothing was lost and every duplicate is explained by a fault.",
+    )
+    from redrive.chaos.cli import add_arguments as add_chaos
+
+    add_chaos(chaos)
+    chaos.set_defaults(func=cmd_chaos)
 
     from redrive.dlt.cli import add_parser as add_dlt
 

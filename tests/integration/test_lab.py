@@ -6,9 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import struct
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,8 @@ from redrive.lab import report
 from redrive.lab.cli import run_lab
 from redrive.lab.scenarios import SCENARIOS, Lab, Result, run, scenario, select
 from redrive.lab.trace import Note, build
+
+from .browser import browse, page_requests
 
 pytestmark = pytest.mark.integration
 
@@ -107,9 +107,6 @@ def test_lab_command_fails_when_a_verdict_fails(
 
 # -- the report in a real browser --------------------------------------------------------------
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
 MEASURE = """<script>
 const page = document.documentElement.clientWidth;
 const out = [...document.querySelectorAll('section.scenario')].map(s => {
@@ -128,36 +125,6 @@ const out = [...document.querySelectorAll('section.scenario')].map(s => {
 const pre = document.createElement('pre'); pre.id = 'measure';
 pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
 </script>"""
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("chromium is not installed: run `make test` (it installs Debian's chromium)")
-    return found
-
-
-def browse(tmp: Path, url: str, *extra: str) -> str:
-    """Run headless chromium on `url` with a fresh profile; its stdout (e.g. --dump-dom)."""
-    profile = tmp / f"profile-{len(list(tmp.iterdir()))}"
-    done = subprocess.run(
-        [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, url],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def page_requests(netlog: Path) -> list[str]:
-    """URLs the page asked the network for (not chromium's own background traffic)."""
-    data = json.loads(netlog.read_text())
-    start = data["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    return [
-        e["params"]["url"]
-        for e in data["events"]
-        if e["type"] == start
-        and str(e.get("params", {}).get("network_isolation_key", "")).startswith("file://")
-    ]
 
 
 def test_report_in_a_headless_browser(lab_run: tuple[list[Result], Path], tmp_path: Path) -> None:

@@ -107,6 +107,15 @@ FAST_SETTINGS: Mapping[str, str] = {
 }
 
 
+QUICK_RESTART: Mapping[str, str] = {
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "500",
+}
+"""Settings for a broker that is restarted on purpose (``redrive chaos``): after a SIGKILL
+the controller fences the broker's old registration after 3 s, not Kafka's 9 s, before it
+lets the broker in again."""
+
+
 def cache_root() -> Path:
     """Where redrive keeps the broker's jars and the state of `redrive broker up`."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -227,6 +236,14 @@ class LocalKafka:
     removed on stop. ``settings`` override broker settings (``server.properties`` keys).
     ``features`` sets feature levels when the storage is formatted (``{"share.version": 0}``
     gives a broker without share groups).
+
+    ``start()`` formats a new cluster. ``restart()`` stops the broker (SIGTERM, or SIGKILL
+    with ``kill=True``) and starts it again on the same port, controller port and data
+    folder without formatting, as a real broker restart does: records, topics and committed
+    offsets are still there (what ``redrive chaos`` does to the broker)::
+
+        with LocalKafka() as kafka:
+            kafka.restart(kill=True)   # an unclean stop; the log is recovered at start
     """
 
     def __init__(
@@ -252,6 +269,7 @@ class LocalKafka:
         self.data_dir = data_dir
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
+        self.controller_port: int | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -277,7 +295,19 @@ class LocalKafka:
         self.stop()
 
     def start(self, *, detach: bool = False) -> None:
-        """Start the broker and wait until it answers a metadata request."""
+        """Format a new cluster, start the broker and wait until it answers a metadata
+        request."""
+        self._launch(fresh=True)
+
+    def restart(self, *, kill: bool = False, timeout: float = 20.0) -> None:
+        """Stop the broker (SIGTERM and wait, or SIGKILL at once with `kill`) and start it
+        again on the same ports and data folder, keeping its records and offsets."""
+        if self.data_dir is None or self.port is None:
+            raise BrokerError("restart() needs a broker that was started")
+        self._halt(kill=kill, timeout=timeout)
+        self._launch(fresh=False)
+
+    def _launch(self, *, fresh: bool) -> None:
         began = time.monotonic()
         java = java_binary()
         libs = resolve_jars(self.version, self.cache)
@@ -289,12 +319,20 @@ class LocalKafka:
                 "cannot listen there. Stop what uses it (is a broker already up? try "
                 "`redrive broker status`), or choose another port with --port."
             )
-        controller_port = free_port()
+        if fresh or self.controller_port is None:
+            self.controller_port = free_port()
+        elif port_in_use(self.controller_port):
+            raise BrokerError(
+                f"the broker's controller port {self.controller_port} was taken while it was "
+                "stopped: it cannot start again with the same cluster"
+            )
+        controller_port = self.controller_port
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="redrive-kafka-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "kafka-logs"
-        shutil.rmtree(logs, ignore_errors=True)
+        if fresh:
+            shutil.rmtree(logs, ignore_errors=True)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -317,18 +355,19 @@ class LocalKafka:
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
             "-cp", str(libs / "*"),
         ]  # fmt: skip
-        fmt = subprocess.run(
-            # "=": a random id may start with "-", which the tool would read as an option
-            [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
-             f"--config={config}", *(f"--feature={k}={v}" for k, v in self.features.items())],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if fmt.returncode != 0:
-            raise BrokerError(
-                "formatting the broker's KRaft storage failed:\n"
-                + (fmt.stdout + fmt.stderr)[-2000:]
-            )
-        with open(self.log_path, "wb") as out:
+        if fresh:
+            fmt = subprocess.run(
+                # "=": a random id may start with "-", which the tool would read as an option
+                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
+                 f"--config={config}", *(f"--feature={k}={v}" for k, v in self.features.items())],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if fmt.returncode != 0:
+                raise BrokerError(
+                    "formatting the broker's KRaft storage failed:\n"
+                    + (fmt.stdout + fmt.stderr)[-2000:]
+                )
+        with open(self.log_path, "ab" if not fresh else "wb") as out:
             self.process = subprocess.Popen(
                 [*jvm, "kafka.Kafka", str(config)],
                 stdout=out,
@@ -361,6 +400,18 @@ class LocalKafka:
             f"lines of its log:\n{self.log_tail()}\nFull log: {self.log_path}"
         )
 
+    def _halt(self, *, kill: bool, timeout: float) -> None:
+        """Stop the broker's processes, keeping its data."""
+        if self.process is None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        stop_process_group(self.process.pid, timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=1)
+        self.process = None
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -370,11 +421,7 @@ class LocalKafka:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and remove a temporary data folder."""
-        if self.process is not None:
-            stop_process_group(self.process.pid, timeout)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=1)
-            self.process = None
+        self._halt(kill=False, timeout=timeout)
         if self._own_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None

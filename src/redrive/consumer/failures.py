@@ -129,12 +129,14 @@ class FailureHandler:
             if state.interruptions >= self.retry.max_interruptions:
                 why = HandlingInterrupted(state.interruptions, state.error_text)
                 return self.recover(msg, why, state)
+            # attempts before this record reached this topic (a retry hop's header) + its own
+            earlier = (attempts_of(msg) or 1) - 1 if self.due_times else 0
             wait = state.due - self.wall_clock() if state.due else 0.0
             if wait > 0:  # a previous owner's back-off is not over: wait out the rest
-                msg.attempt = state.attempt
+                msg.attempt = earlier + state.attempt
                 return self.wait(msg, wait)
             state.due = 0.0
-            msg.attempt = state.attempt
+            msg.attempt = earlier + state.attempt
             if self.persist:  # mark it running: a crash in it is an interruption (this commit
                 state.running = True  # also drops the mark of the record before it)
                 committer.commit_now(msg.tp, "attempt")

@@ -9,51 +9,22 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from redrive.drawing import page
 from redrive.lab import svg
 from redrive.lab.codec import to_dict
 from redrive.lab.scenarios import Result
 from redrive.lab.story import tell
 from redrive.lab.trace import Trace, build
 
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+CSP = page.CSP
 
 _STYLE = """
-html { scroll-padding-top: 12px; }
-body { font-family: sans-serif; margin: 0; color: #212121; display: grid;
-  grid-template-columns: 230px minmax(0, 1fr); }
-nav.toc { position: sticky; top: 0; align-self: start; height: 100vh; overflow-y: auto;
-  box-sizing: border-box; padding: 14px 12px; background: #fafafa;
-  border-right: 1px solid #ddd; font-size: 13px; }
-nav.toc h2 { font-size: 15px; margin: 0 0 4px; border: none; padding: 0; }
-nav.toc h2 a { color: #212121; text-decoration: none; }
-nav.toc ol { list-style: none; padding: 0; margin: 10px 0; }
-nav.toc li { margin: 2px 0; }
-nav.toc a { display: flex; gap: 6px; padding: 3px 4px; border-radius: 3px;
-  color: #212121; text-decoration: none; }
-nav.toc a:hover { background: #eeeeee; }
-nav.toc .badge { flex: none; width: 38px; text-align: center; font-size: 11px;
-  border-radius: 3px; color: #fff; padding: 1px 0; height: 15px; }
-.badge.pass { background: #2e7d32; } .badge.fail { background: #c62828; }
-main { min-width: 0; max-width: 1650px; padding: 4px 20px 48px; }
-h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 36px; border-top: 1px solid #ddd;
-  padding-top: 16px; }
 p.story, p.facts { max-width: 960px; line-height: 1.45; }
 p.facts { background: #f5f5f5; border-left: 3px solid #9e9e9e; padding: 6px 10px; }
-.pass { color: #2e7d32; font-weight: bold; } .fail { color: #c62828; font-weight: bold; }
-.badge.pass, .badge.fail { color: #fff; }
-table { border-collapse: collapse; margin: 8px 16px 8px 0; font-size: 13px; }
-td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; }
-.tables { display: flex; flex-wrap: wrap; align-items: flex-start; }
 .diagram { border: 1px solid #eee; padding: 4px; overflow-x: auto; }
 svg.sequence { display: block; width: 100%; height: auto; }
 .legend { font-size: 12px; line-height: 1.8; max-width: 1100px; }
 .legend span.kind { margin-right: 14px; white-space: nowrap; }
-@media (max-width: 900px) {
-  body { display: block; }
-  nav.toc { height: auto; max-height: 35vh; z-index: 1; border-right: none;
-    border-bottom: 1px solid #ddd; }
-}
 """
 
 
@@ -134,11 +105,6 @@ def _legend() -> str:
 def html(results: Sequence[Result], *, servers: str = "", total: float = 0.0) -> str:
     """The whole report as one HTML string."""
     passed = sum(r.passed for r in results)
-    toc = "".join(
-        f'<li><a href="#{escape(r.name)}"><span class="badge {"pass" if r.passed else "fail"}">'
-        f"{'PASS' if r.passed else 'FAIL'}</span><span>{escape(r.heading)}</span></a></li>"
-        for r in results
-    )
     summary = "".join(
         f'<tr><td><a href="#{escape(r.name)}">{escape(r.heading)}</a></td>'
         f"<td>{escape(r.contract)}</td><td>{r.duration:.1f} s</td>"
@@ -147,28 +113,22 @@ def html(results: Sequence[Result], *, servers: str = "", total: float = 0.0) ->
     )
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = "".join(_section(i, r) for i, r in enumerate(results))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{CSP}">
-<title>redrive lab: {passed}/{len(results)} scenarios match the contract</title>
-<style>{_STYLE}</style></head>
-<body>
-<nav class="toc" aria-label="scenarios"><h2><a href="#top">redrive lab</a></h2>
-<div class="{"pass" if passed == len(results) else "fail"}">{passed} of {len(results)} match
-the contract</div><ol>{toc}</ol></nav>
-<main id="top">
-<h1>redrive lab: {passed} of {len(results)} scenarios match the contract</h1>
+    nav = page.toc(
+        "redrive lab",
+        f"{passed} of {len(results)} match the contract",
+        passed == len(results),
+        [(r.name, r.heading, r.passed) for r in results],
+    )
+    body = f"""<h1>redrive lab: {passed} of {len(results)} scenarios match the contract</h1>
 <p>Run {when} against Kafka at {escape(servers)} in {total:.1f} s. Every diagram, and the
 "what happened" text above it, is drawn from the events recorded in that run; time runs
 downwards, in seconds since the scenario's first event. A committed position is the next
 offset to read.</p>
 <table><tr><th>scenario</th><th>contract</th><th>time</th><th>verdict</th></tr>{summary}</table>
 {_legend()}
-{sections}
-</main>
-</body></html>
-"""
+{sections}"""
+    title = f"redrive lab: {passed}/{len(results)} scenarios match the contract"
+    return page.document(title, nav, body, _STYLE)
 
 
 def as_json(results: Sequence[Result]) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""The App that ``redrive chaos`` runs in each consumer process: ``redrive run
+redrive.chaos.app:app``, configured by the environment the chaos command sets.
+
+    REDRIVE_CHAOS_TOPIC   the topic of the run (its dead-letter topic: <topic>-dlt)
+    REDRIVE_CHAOS_GROUP   the consumer group
+    REDRIVE_CHAOS_LEDGER  the folder of the ledger files
+    REDRIVE_CHAOS_MODE    record | batch | concurrency | retry-topics
+
+The handler decides from the record's kind (``redrive.chaos.plan``) and the attempt redrive
+hands over, writes one ledger line per handling, then returns or raises.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redrive import App, BackOff, BatchFailed, DeadLetter, Message, Retry, RetryTopics
+from redrive.chaos.ledger import Writer, line, lost_line
+from redrive.chaos.plan import MODES, POISON, parse
+from redrive.events import Event, Lost
+
+SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 100}
+"""A SIGKILLed consumer's partitions move after 6 s (the broker's default is 45 s)."""
+RETRY = Retry.seek(BackOff.fixed(0.05, max_attempts=3))
+"""Transient records fail at most twice: 3 attempts are enough; poison ones use them up."""
+RETRY_TOPICS = RetryTopics((0.1, 0.1))
+"""Two hops through one reused ``<topic>-retry`` topic, then ``<topic>-dlt``."""
+
+
+class Poisoned(ConnectionError):
+    """A poison record's retryable failure: retried until the retries are over."""
+
+
+def outcome(msg: Message) -> tuple[int, Exception | None]:
+    """The record's id, and the error its handling raises (None: it succeeds)."""
+    ident, kind = parse(msg.raw_value or b"")
+    if kind == "pf":
+        return ident, ValueError(f"poison record {ident} (fatal)")
+    if kind in POISON:
+        return ident, Poisoned(f"poison record {ident} (attempt {msg.attempt})")
+    if (kind == "t1" and msg.attempt < 2) or (kind == "t2" and msg.attempt < 3):
+        return ident, ConnectionError(f"transient failure of {ident} (attempt {msg.attempt})")
+    return ident, None
+
+
+def _entry(msg: Message, ident: int, ok: bool) -> str:
+    return line(time.time(), ident, msg.attempt, ok, msg.topic, msg.partition, msg.offset)
+
+
+def build(topic: str, group: str, ledger: Path, mode: str) -> App:
+    """The App of one consumer process."""
+    if mode not in MODES:
+        raise ValueError(f"unknown chaos mode {mode!r}: one of {', '.join(MODES)}")
+    app = App(group_id=group, kafka=SESSION)
+    writer = Writer(ledger)
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Lost):  # evicted: these partitions moved without a hand-over
+            now = time.time()
+            writer.write("".join(lost_line(now, tp.topic, tp.partition) for tp in event.partitions))
+
+    app.bus.subscribe(on_event)
+
+    def handle(msg: Message) -> None:
+        ident, error = outcome(msg)
+        writer.write(_entry(msg, ident, error is None))
+        if error is not None:
+            raise error
+
+    def handle_batch(batch: list[Message]) -> None:
+        lines = []
+        for i, msg in enumerate(batch):
+            ident, error = outcome(msg)
+            lines.append(_entry(msg, ident, error is None))
+            if error is not None:
+                writer.write("".join(lines))
+                raise BatchFailed(index=i) from error
+        writer.write("".join(lines))
+
+    listeners: dict[str, Callable[[], object]] = {
+        "record": lambda: app.listener(topic, retry=RETRY, recoverer=DeadLetter())(handle),
+        "batch": lambda: app.batch_listener(topic, retry=RETRY, recoverer=DeadLetter())(
+            handle_batch
+        ),
+        "concurrency": lambda: app.listener(
+            topic, retry=RETRY, recoverer=DeadLetter(), concurrency=4, ordering="key"
+        )(handle),
+        "retry-topics": lambda: app.listener(topic, retry_topics=RETRY_TOPICS)(handle),
+        # "exactly-once": issue 16 registers its transactional listener here.
+    }
+    listeners[mode]()
+    return app
+
+
+def __getattr__(name: str) -> App:
+    """``app``, built when ``redrive run`` asks for it (importing this module builds none)."""
+    if name != "app":
+        raise AttributeError(name)
+    env = os.environ
+    try:
+        return build(
+            env["REDRIVE_CHAOS_TOPIC"],
+            env["REDRIVE_CHAOS_GROUP"],
+            Path(env["REDRIVE_CHAOS_LEDGER"]),
+            env["REDRIVE_CHAOS_MODE"],
+        )
+    except KeyError as exc:
+        raise RuntimeError(
+            f"redrive.chaos.app is run by `redrive chaos`, which sets {exc.args[0]}"
+        ) from None

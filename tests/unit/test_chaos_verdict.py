@@ -1,0 +1,119 @@
+"""The chaos verdict on hand-made runs: what counts as lost, which repeats a fault explains
+(the duplicate rule of redrive.chaos.verdict), and the dead-letter checks."""
+
+from __future__ import annotations
+
+from redrive import headers as h
+from redrive.chaos.ledger import Handling
+from redrive.chaos.plan import Plan
+from redrive.chaos.run import Fault, Run, Sample
+from redrive.chaos.verdict import judge
+from redrive.dlt.records import DeadLetterRecord, decode_headers
+
+T = "chaos-t"
+
+
+def make_run(kinds: list[str], handlings: list[Handling], *, faults: list[Fault] = (),
+             samples: list[Sample] | None = None,
+             dead: list[DeadLetterRecord] = ()) -> Run:  # fmt: skip
+    produced = {i: (0, i) for i in range(len(kinds))}
+    end = len(kinds)
+    final = Sample(100.0, {(T, 0): end}, {(T, 0): end})
+    run = Run(Plan(records=len(kinds), partitions=1), "x:1", T, "g", list(kinds), produced,
+              began=0.0, ended=100.0, settled=True)  # fmt: skip
+    run.faults = list(faults)
+    run.samples = [*(samples or []), final]
+    run.handlings = list(handlings)
+    run.dead_letters = list(dead)
+    return run
+
+
+def ok(ident: int, t: float, pid: int = 1, offset: int | None = None) -> Handling:
+    return Handling(t, ident, 1, "ok", T, 0, ident if offset is None else offset, pid)
+
+
+def dead_letter(ident: int, t: float, exc: type[BaseException] = ValueError) -> DeadLetterRecord:
+    raw = tuple(
+        h.dead_letter_headers(topic=T, partition=0, offset=ident, timestamp=0, timestamp_type=0,
+                              group_id="g", exc=exc("boom"), attempts=1, first_failure=0.0,
+                              interruptions=0, original=())
+    )  # fmt: skip
+    return DeadLetterRecord(f"{T}-dlt", 0, 0, int(t * 1000), None, f"{ident}:pf".encode(), raw,
+                            decode_headers(raw))  # fmt: skip
+
+
+def test_every_record_once_passes() -> None:
+    v = judge(make_run(["ok", "ok", "pf"], [ok(0, 1), ok(1, 2)], dead=[dead_letter(2, 3)]))
+    assert v.passed, v.checks
+    assert v.figures["lost"] == 0 and v.figures["poison_dead_lettered_once"] == 1
+
+
+def test_a_record_neither_handled_nor_dead_lettered_is_lost() -> None:
+    v = judge(make_run(["ok", "ok", "pf"], [ok(0, 1)], dead=[]))
+    assert not v.passed
+    assert v.lost == [1, 2]
+
+
+def test_a_healthy_record_in_the_dead_letter_topic_fails() -> None:
+    v = judge(make_run(["ok"], [ok(0, 1)], dead=[dead_letter(0, 2)]))
+    assert not v.passed and v.misdirected == [0]
+
+
+def test_a_repeat_after_a_sigkill_of_its_handler_before_the_commit_is_explained() -> None:
+    kill = Fault(5.0, "kill", pid=1)
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[kill]))
+    assert v.passed, v.checks
+    (repeat,) = v.repeats
+    assert repeat.fault == kill and v.figures["handled_more_than_once"] == 1
+
+
+def test_a_repeat_after_a_sigkill_of_another_process_is_not_explained() -> None:
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)],
+                       faults=[Fault(5.0, "kill", pid=3)]))  # fmt: skip
+    assert not v.passed and len(v.unexplained) == 1
+
+
+def test_a_repeat_after_a_graceful_stop_is_not_explained() -> None:
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)],
+                       faults=[Fault(5.0, "term", pid=1)]))  # fmt: skip
+    assert not v.passed and len(v.unexplained) == 1
+
+
+def test_a_repeat_of_a_record_committed_before_the_fault_is_not_explained() -> None:
+    committed = Sample(4.0, {(T, 0): 1}, {(T, 0): 1})  # offset 0 committed at 4 s
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)],
+                       faults=[Fault(5.0, "kill", pid=1)], samples=[committed]))  # fmt: skip
+    assert not v.passed and len(v.unexplained) == 1
+
+
+def test_a_broker_restart_explains_repeats_of_records_handled_before_it_was_back() -> None:
+    restart = Fault(5.0, "broker-kill", until=8.0)
+    v = judge(make_run(["ok", "ok"], [ok(0, 7), ok(0, 9, pid=2), ok(1, 9), ok(1, 12)],
+                       faults=[restart]))  # fmt: skip
+    by_id = {r.ident: r for r in v.repeats}
+    assert by_id[0].fault == restart  # handled while the broker was down
+    assert by_id[1].fault is None  # first handled after it was back: nothing explains it
+
+
+def test_an_eviction_explains_repeats_of_the_partitions_the_consumer_lost() -> None:
+    evicted = Fault(5.0, "evicted", pid=1, partitions=((T, 0),))
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[evicted]))
+    assert v.passed, v.checks
+    other = Fault(5.0, "evicted", pid=1, partitions=((T, 1),))
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[other]))
+    assert not v.passed and len(v.unexplained) == 1
+
+
+def test_a_poison_record_dead_lettered_twice_needs_a_fault() -> None:
+    handled = [Handling(1.0, 0, 3, "fail", T, 0, 0, 1)]
+    twice = [dead_letter(0, 1.5), dead_letter(0, 9)]
+    v = judge(make_run(["pf"], handled, dead=twice))
+    assert not v.passed and v.figures["extra_dead_letters"] == 1
+    v = judge(make_run(["pf"], handled, dead=twice, faults=[Fault(2.0, "kill", pid=1)]))
+    assert v.passed, v.checks
+
+
+def test_dead_letter_headers_must_name_the_origin_and_the_failure() -> None:
+    v = judge(make_run(["pf"], [], dead=[dead_letter(0, 1, exc=KeyError)]))
+    assert not v.passed
+    assert v.bad_headers == ["record 0: exception KeyError, expected ValueError"]
