@@ -21,6 +21,7 @@ from redrive.errors import ConfigError, KafkaUnavailable, StopTimeout, UsageErro
 from redrive.events import EventBus, Lag
 from redrive.message import Message, TopicPartition
 from redrive.options import KafkaValue, ListenerOptions, Ordering, ShareListenerOptions
+from redrive.outputs import declares_outputs
 from redrive.recover.base import Recoverer
 from redrive.recover.breaker import default_recoverer
 from redrive.retry.backoff import BackOff
@@ -343,6 +344,13 @@ class App:
         def register(handler: H) -> H:
             if not callable(handler):
                 raise ConfigError("handler", f"must be callable, got {handler!r}")
+            if declares_outputs(handler):
+                raise ConfigError(
+                    "handler",
+                    "returns Output records, which share listeners do not write (a share "
+                    "group has no transactions and no commit to confirm them before): write "
+                    "them with a producer of your own, or use app.listener()",
+                )
             self.specs.append(
                 ListenerSpec(
                     name=options.name or str(getattr(handler, "__qualname__", repr(handler))),

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redrive.message import Message
+    from redrive.outputs import Output
 
 
 class RedriveError(Exception):
@@ -179,7 +180,10 @@ class BatchFailed(Exception):  # noqa: N818 - a signal, named after what happene
                 except DatabaseError as exc:
                     raise BatchFailed(index=i) from exc
 
-    The records before it count as handled and are committed; retry starts at it.
+    The records before it count as handled and are committed; retry starts at it. A
+    handler that writes outputs (``redrive.outputs``) passes those of the records before it
+    in ``outputs=``: they are written as if returned (without them, those records are
+    committed with no output written).
     """
 
     def __init__(
@@ -188,11 +192,13 @@ class BatchFailed(Exception):  # noqa: N818 - a signal, named after what happene
         *,
         message: Message | None = None,
         cause: BaseException | None = None,
+        outputs: Sequence[Output] = (),
     ) -> None:
         if (index is None) == (message is None):
             raise TypeError("BatchFailed takes exactly one of index= or message=")
         self.index = index
         self.message = message
+        self.outputs = outputs
         if cause is not None:
             self.__cause__ = cause
         where = f"index {index}" if index is not None else "the given message"
@@ -210,12 +216,14 @@ class Defer(Exception):  # noqa: N818 - a signal
 
     The partition is paused and rewound to the record; nothing is committed past it and no
     attempt is counted. Retry-topic consumers use it to wait for a record's due time (R4).
-    In a batch listener, ``index`` names the first record that must wait.
+    In a batch listener, ``index`` names the first record that must wait; the records before
+    it are committed, and ``outputs`` are theirs (written as if returned, see ``BatchFailed``).
     """
 
-    def __init__(self, delay: float, *, index: int = 0) -> None:
+    def __init__(self, delay: float, *, index: int = 0, outputs: Sequence[Output] = ()) -> None:
         self.delay = max(0.0, delay)
         self.index = index
+        self.outputs = outputs
         super().__init__(f"deferred for {self.delay:.3f}s")
 
 

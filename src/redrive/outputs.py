@@ -17,8 +17,11 @@ as they always were.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Header = tuple[str, bytes | None]
 
@@ -56,6 +59,20 @@ def outputs_of(result: object) -> Sequence[Output]:
                 )
         return result
     return ()
+
+
+def declares_outputs(handler: Callable[..., Any]) -> bool:
+    """True when `handler`'s return annotation names ``Output`` (``-> Output``,
+    ``-> list[Output]``, ``-> "Output | None"``...)."""
+    try:
+        returns = inspect.signature(handler).return_annotation
+    except (TypeError, ValueError):
+        return False
+    if returns is inspect.Signature.empty:
+        return False
+    return (
+        re.search(r"\bOutput\b", returns if isinstance(returns, str) else repr(returns)) is not None
+    )
 
 
 def encoded(data: bytes | str | None) -> bytes | None:

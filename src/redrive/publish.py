@@ -73,6 +73,34 @@ class _Write:
     offset: int = -1
 
 
+def produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[Header] | None,
+    partition: int | None,
+    timeout: float,
+    *,
+    on_delivery: Callable[[Any, Any], None] | None = None,
+) -> None:
+    """``producer.produce`` of one record; when the local queue is full (``BufferError``),
+    deliveries are let drain (up to `timeout`) and it is tried once more. Kafka's refusal
+    (``KafkaException``) and a queue still full are the caller's to name."""
+    kwargs: dict[str, Any] = {}
+    if partition is not None:
+        kwargs["partition"] = partition
+    if headers is not None:
+        kwargs["headers"] = headers
+    if on_delivery is not None:
+        kwargs["on_delivery"] = on_delivery
+    try:
+        producer.produce(topic, value=value, key=key, **kwargs)
+    except BufferError:
+        producer.flush(timeout)
+        producer.produce(topic, value=value, key=key, **kwargs)
+
+
 class Publisher:
     """An idempotent producer (``acks=all``) that writes one record at a time and waits for
     the broker's acknowledgement.
@@ -203,16 +231,25 @@ class Publisher:
                 write.offset = produced.offset()
             write.done = True
 
-        kwargs: dict[str, Any] = {} if partition is None else {"partition": partition}
         try:
-            producer.produce(
-                topic, key=key, value=value, headers=list(headers), on_delivery=on_delivery,
-                **kwargs,
-            )  # fmt: skip
+            produce(producer, topic, key, value, list(headers), partition, self.timeout,
+                    on_delivery=on_delivery)  # fmt: skip
         except (KafkaException, BufferError) as err:
             self._partitions.pop(topic, None)
             raise RecoveryFailed(f"{role} write to {topic!r} failed: {err}") from None
         return write
+
+    @property
+    def unsettled(self) -> bool:
+        """A write was sent but ``publish`` gave up waiting for its acknowledgement: it may
+        still be delivered (in a transaction: it is in the open one)."""
+        return bool(self._pending)
+
+    def forget(self) -> None:
+        """The writes not acknowledged are gone (their transaction was aborted): the next
+        ``publish`` for their records writes them again."""
+        with self._lock:
+            self._pending.clear()
 
     def close(self) -> None:
         """Wait for what is in flight (up to ``timeout``) and drop the producer; a later

@@ -108,6 +108,8 @@ class FakeClient:
         self.committed_log: list[dict[TopicPartition, tuple[int, str | None]]] = []
         self.waited: list[bool] = []  # per entry of committed_log: did the commit wait?
         self.commits: dict[TopicPartition, tuple[int, str | None]] = {}
+        # in order: ("commit", {partition: position}) and ("confirmed", output values)
+        self.journal: list[tuple[str, object]] = []
         self.topics: tuple[str, ...] = ()
         self.closed = False
         self._callbacks: tuple[RebalanceCallback, RebalanceCallback, RebalanceCallback] | None
@@ -139,6 +141,12 @@ class FakeClient:
         assert self._callbacks is not None
         self._callbacks[1](list(partitions))
         # like librdkafka, the pause flag outlives the assignment
+        self.assigned = [tp for tp in self.assigned if tp not in partitions]
+
+    def lose(self, partitions: Sequence[TopicPartition]) -> None:
+        """Take partitions away as lost (the group moved on without a revocation)."""
+        assert self._callbacks is not None
+        self._callbacks[2](list(partitions))
         self.assigned = [tp for tp in self.assigned if tp not in partitions]
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
@@ -180,6 +188,7 @@ class FakeClient:
 
     def commit(self, positions: Positions) -> None:
         snapshot = dict(positions)
+        self.journal.append(("commit", {tp: pos for tp, (pos, _) in snapshot.items()}))
         self.committed_log.append(snapshot)
         self.commits.update(snapshot)
         self.waited.append(True)
@@ -259,7 +268,9 @@ class FakeOutputs:
 
     ``aborted`` keeps what aborted transactions held (what only a ``read_uncommitted``
     reader would see); set ``fail_next_commit`` to make the next commit fail with an
-    abortable error (without transactions: refuses the outputs not yet confirmed)."""
+    abortable error (without transactions: refuses the outputs not yet confirmed),
+    ``fail_next_send`` to make the next output's write fail with one, and
+    ``withhold_acks`` to make the next dead-letter or retry-hop writes wait in vain."""
 
     def __init__(self, client: FakeClient, transactional_id: str | None) -> None:
         self.client = client
@@ -269,9 +280,12 @@ class FakeOutputs:
         self.aborted: list[FakeRecord] = []
         self.transactions = 0  # committed
         self.fail_next_commit: str | None = None
+        self.fail_next_send: str | None = None
         self.closed = False
         self._open = False
-        self.publisher = Publisher(factory=lambda _settings: _FakeProducer(self))  # type: ignore[arg-type,return-value]
+        self.withhold_acks = 0  # publisher flushes (dead letters, hops) that confirm nothing
+        self._producer = _FakeProducer(self)
+        self.publisher = Publisher(factory=lambda _settings: self._producer)  # type: ignore[arg-type,return-value]
         self.publisher.start({})
 
     @property
@@ -289,6 +303,9 @@ class FakeOutputs:
         pass
 
     def send(self, output: Output) -> None:
+        if self.fail_next_send is not None:  # Kafka refused it (an abortable error)
+            why, self.fail_next_send = self.fail_next_send, None
+            raise TransactionAborted(f"writing to {output.topic!r}: {why}")
         self.stage(output.topic, output.partition, encoded(output.key), encoded(output.value),
                    list(output.headers) or None)  # fmt: skip
 
@@ -302,6 +319,8 @@ class FakeOutputs:
             log = self.client.logs.setdefault(TopicPartition(r._topic, r._partition), [])
             r._offset = len(log)
             log.append(r)
+        if self.staged:
+            self.client.journal.append(("confirmed", [r._value for r in self.staged]))
         self.staged = []
         self._open = False
         if self.transactional:
@@ -313,6 +332,8 @@ class FakeOutputs:
         self.aborted += self.staged
         self.staged = []
         self._open = False
+        self._producer._acks.clear()  # purged with the transaction
+        self.publisher.forget()
 
     def close(self) -> None:
         self.abort()
@@ -339,6 +360,9 @@ class _FakeProducer:
         self._acks.append((kwargs["on_delivery"], record))
 
     def flush(self, timeout: float = -1) -> int:
+        if self.outputs.withhold_acks:  # not acknowledged in time
+            self.outputs.withhold_acks -= 1
+            return len(self._acks)
         for on_delivery, record in self._acks:
             on_delivery(None, record)
         self._acks.clear()

@@ -133,7 +133,7 @@ def test_t1_sigkilled_consumers_leave_each_output_once_and_the_poison_record_onc
     duplicates = sum(n - 1 for n in uncommitted.values())
     print(f"\nT1 SIGKILL: {len(records)} records, {kills} kills, {len(seen)} outputs seen once "
           f"by read_committed, {duplicates} duplicates seen by read_uncommitted")  # fmt: skip
-    assert kills == 4
+    assert duplicates > 0  # kills landed inside transactions: their outputs were aborted
 
 
 def test_t1_a_second_consumer_joining_mid_transaction_causes_no_duplicate_and_no_loss(

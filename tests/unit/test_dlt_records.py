@@ -7,6 +7,7 @@ import io
 from redrive import headers as h
 from redrive.dlt import DeadLetterRecord, decode_headers
 from redrive.dlt.cli import _table
+from redrive.dlt.records import copies
 
 
 def record(interruptions: int) -> DeadLetterRecord:
@@ -77,3 +78,18 @@ def test_a_replayed_record_starts_clean_of_both_families() -> None:
     assert h.DLT_ORIGINAL_TOPIC not in to_retry and h.EXCEPTION_FQCN not in to_retry
     assert to_retry[h.ORIGINAL_TOPIC] == b"orders" and to_retry[h.ORIGINAL_OFFSET] == h.int64(4)
     assert to_retry[h.RETRY_ATTEMPTS] == h.int32(2)
+
+
+def dead(offset: int, group: str, origin_offset: int = 7) -> DeadLetterRecord:
+    decoded = {
+        h.DLT_ORIGINAL_TOPIC: "orders",
+        h.DLT_ORIGINAL_PARTITION: 0,
+        h.DLT_ORIGINAL_OFFSET: origin_offset,
+        h.DLT_ORIGINAL_CONSUMER_GROUP: group,
+    }
+    return DeadLetterRecord("orders-dlt", 0, offset, 1000 + offset, None, b"x", [], decoded)
+
+
+def test_dead_letters_of_one_record_by_one_group_are_copies_by_two_groups_are_not() -> None:
+    records = [dead(0, "billing"), dead(1, "shipping"), dead(2, "billing"), dead(3, "billing", 8)]
+    assert copies(records) == {"0:2": "0:0"}

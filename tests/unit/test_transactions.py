@@ -4,10 +4,15 @@ transactions held, and the committed positions."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from redrive import App, BackOff, BatchFailed, Commit, ConfigError, Message, Output, Retry
-from redrive.events import Aborted, DeadLettered, Recorder
+from redrive.events import Aborted, DeadLettered, Failed, Recorder
 from redrive.message import TopicPartition
 from redrive.publish import Publisher
 from redrive.recover import DeadLetter
@@ -153,6 +158,9 @@ def test_outputs_without_transactions_are_confirmed_before_the_commit() -> None:
     assert out_values(client) == ["a", "b"]
     assert not producer(client).transactional
     assert client.committed_position("t", 0) == 2
+    # in this order: the window at 0 (past nothing), the outputs confirmed, the commit at 2
+    assert client.journal == [("commit", {T0: 0}), ("confirmed", [b"a", None, b"b", None]),
+                              ("commit", {T0: 2})]  # fmt: skip
 
 
 def test_a_handler_declared_to_return_none_gets_no_producer() -> None:
@@ -206,7 +214,10 @@ def test_transactional_id_must_be_text() -> None:
         Commit.transaction(transactional_id="")
 
 
-def test_outputs_the_broker_refuses_rewind_and_their_records_are_handled_again() -> None:
+@pytest.mark.parametrize("retry", [Retry.seek(), Retry.in_place()])
+def test_outputs_the_broker_refuses_rewind_and_their_records_are_handled_again(
+    retry: Retry,
+) -> None:
     client = FakeClient(clock=FakeClock())
     client.add("t", ["a", "b"])
     seen: list[str] = []
@@ -215,7 +226,7 @@ def test_outputs_the_broker_refuses_rewind_and_their_records_are_handled_again()
         seen.append(msg.value.decode())
         return Output("out", value=msg.value)
 
-    loop = loop_for(handle, client)
+    loop = loop_for(handle, client, retry=retry)  # in place: no window in the metadata
     loop.start()
     producer(client).fail_next_commit = "Broker: Topic authorization failed"
     loop.run_until_idle()
@@ -289,3 +300,287 @@ def test_per_record_transactions_rewind_without_skipping_the_rest_of_the_poll() 
     assert seen == ["a", "a", "b", "c"]  # b and c waited for the rewind to a
     assert client.committed_position("t", 0) == 3
     assert producer(client).transactions == 3
+
+
+def test_a_batch_naming_its_failed_record_writes_the_outputs_of_the_records_before_it() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "b", "c"])
+    failures = {"b": 1}
+    batches: list[list[str]] = []
+
+    def handle(batch: list[Message]) -> list[Output]:
+        batches.append([m.value.decode() for m in batch])
+        outputs = []
+        for i, msg in enumerate(batch):
+            value = msg.value.decode()
+            if failures.get(value):
+                failures[value] -= 1
+                raise BatchFailed(index=i, outputs=outputs)  # a is done: its output too
+            outputs.append(Output("out", value=value))
+        return outputs
+
+    loop = loop_for(handle, client, batch=True, retry=RETRY)
+    loop.start()
+    loop.run_until_idle()
+    assert batches == [["a", "b", "c"], ["b", "c"]]  # a committed after the first call
+    assert out_values(client) == ["a", "b", "c"]
+    assert client.committed_position("t", 0) == 3
+
+
+def test_a_dead_letter_not_acknowledged_in_time_is_aborted_never_committed_before_its_record() -> (
+    None
+):
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "poison", "c"])
+
+    def handle(msg: Message) -> Output:
+        if msg.value == b"poison":
+            raise ConnectionError("billing service down")
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(), retry=Retry.none(),
+                    recoverer=dead_letter())  # fmt: skip
+    producer(client).withhold_acks = 1  # the first dead-letter write times out
+    loop.start()
+    for _ in range(200):
+        loop.run_once()
+        if out_values(client, "t-dlt"):  # never visible without the position past it
+            assert (client.committed_position("t", 0) or 0) >= 2
+    assert out_values(client, "t-dlt") == ["poison"]
+    assert [r.value() for r in producer(client).aborted].count(b"poison") == 1
+    assert out_values(client) == ["a", "c"]
+    assert client.committed_position("t", 0) == 3
+
+
+class _Producer:
+    """What ``KafkaOutputs`` asks of confluent-kafka's Producer, without transactions;
+    `during_flush` runs inside ``flush`` (another handler thread writing meanwhile)."""
+
+    made = 0
+
+    def __init__(self, _settings: dict[str, object]) -> None:
+        time.sleep(0.05)  # a slow start: a second thread arrives meanwhile
+        type(self).made += 1
+        self.queued: list[tuple[object, ...]] = []
+        self.during_flush: Callable[[], None] | None = None
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        self.queued.append(args)
+
+    def flush(self, timeout: float = -1) -> int:
+        self.queued.clear()
+        if self.during_flush is not None:
+            self.during_flush, during = None, self.during_flush
+            during()  # written after the flush took its records: still queued
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+
+def test_outputs_of_concurrent_handlers_share_one_producer_and_all_are_confirmed() -> None:
+    from redrive.consumer.producer import KafkaOutputs
+
+    _Producer.made = 0
+    outputs = KafkaOutputs({}, None, lambda: None, factory=_Producer)  # type: ignore[arg-type]
+    threads = [
+        threading.Thread(target=outputs.send, args=(Output("out", value=str(i)),)) for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _Producer.made == 1
+    made = outputs.producer()
+    assert isinstance(made, _Producer)
+    made.during_flush = lambda: outputs.send(Output("out", value="late"))
+    outputs.commit({})
+    assert outputs.pending  # "late" is not confirmed: the next commit waits for it
+    outputs.commit({})
+    assert not outputs.pending
+
+
+def test_kafka_refusing_an_output_in_a_transaction_aborts_it_counting_no_attempt() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "b"])
+    recorder = Recorder()
+    attempts: list[tuple[str, int]] = []
+
+    def handle(msg: Message) -> Output:
+        attempts.append((msg.value.decode(), msg.attempt))
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(),
+                    retry=Retry.seek(BackOff.fixed(1.0, max_attempts=1)),
+                    recoverer=dead_letter())  # fmt: skip
+    loop.bus.subscribe(recorder)
+    producer(client).fail_next_send = "Broker: Not enough replicas"
+    loop.start()
+    loop.run_until_idle()
+    assert out_values(client) == ["a", "b"]
+    assert out_values(client, "t-dlt") == []  # one attempt allowed, none used up
+    assert not recorder.of(Failed)
+    assert {n for _, n in attempts} == {1}
+    assert len(recorder.of(Aborted)) == 1
+    assert client.committed_position("t", 0) == 2
+
+
+def test_a_producer_fenced_during_recovery_stops_the_listener_keeping_the_attempts() -> None:
+    from redrive.errors import ProducerFenced
+    from redrive.recover.base import Context, Recoverer
+
+    class Fenced(Recoverer):
+        def recover(self, msg: Message, exc: BaseException, ctx: Context) -> None:
+            raise ProducerFenced("fenced while beginning the transaction")
+
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["poison"])
+
+    def handle(msg: Message) -> Output:
+        raise ConnectionError("down")
+
+    loop = loop_for(handle, client, commit=Commit.transaction(),
+                    retry=Retry.seek(BackOff.fixed(1.0, max_attempts=2)),
+                    recoverer=Fenced())  # fmt: skip
+    loop.start()
+    with pytest.raises(ProducerFenced):
+        loop.run_until_idle()
+    _, metadata = client.committed_log[-1][T0]
+    assert metadata is not None and '"f":2' in metadata  # the next owner recovers it at once
+
+
+def test_a_revocation_keeps_the_window_of_the_partitions_the_consumer_keeps() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "revoke"])
+    client.add("t", ["b"], partition=1)
+
+    def handle(msg: Message) -> Output:
+        if msg.value == b"revoke":
+            client.revoke([TopicPartition("t", 1)])  # t[0] stays: a's position is committed
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction())
+    loop.start()
+    loop.run_until_idle()
+    kept = [commit[T0] for commit in client.committed_log if T0 in commit]
+    assert (1, W3) in kept  # committed at the revocation, still owned: not a clean hand-over
+    assert all(metadata == W3 for _, metadata in kept)
+
+
+class _TxnProducer(_Producer):
+    """A transactional producer whose commit times out `timeouts` times (retriable)."""
+
+    def __init__(self, settings: dict[str, object]) -> None:
+        super().__init__(settings)
+        self.calls: list[str] = []
+        self.timeouts = 0
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self.calls.append("commit")
+        if self.timeouts:
+            self.timeouts -= 1
+            time.sleep(min(timeout, 0.02))
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self.calls.append("abort")
+
+    def poll(self, timeout: float = -1) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("timeouts", [2, 1000])
+def test_a_commit_that_times_out_is_retried_never_aborted_within_one_deadline(
+    timeouts: int,
+) -> None:
+    from redrive.consumer.producer import KafkaOutputs
+    from redrive.errors import ProducerFenced
+
+    outputs = KafkaOutputs({}, "txn", lambda: None, timeout=0.3, factory=_TxnProducer)  # type: ignore[arg-type]
+    outputs.send(Output("out", value="a"))
+    made = outputs.producer()
+    assert isinstance(made, _TxnProducer)
+    made.timeouts = timeouts
+    if timeouts == 2:  # the coordinator answers in time: committed
+        outputs.commit({})
+        assert made.calls == ["init", "begin", "commit", "commit", "commit"]
+        return
+    with pytest.raises(ProducerFenced, match="outcome is unknown"):
+        outputs.commit({})  # it may be committing: not aborted, the listener stops
+    assert "abort" not in made.calls
+    assert made.timeouts > 0  # stopped at the deadline, not after a count of retries
+
+
+def test_lost_partitions_abort_the_open_transaction_holding_their_work() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "lose"])
+    lost: list[int] = []
+
+    def handle(msg: Message) -> Output | None:
+        if msg.value == b"lose" and not lost:
+            lost.append(msg.offset)
+            client.lose([T0])  # a's output is in the open transaction
+            return None
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction())
+    loop.start()
+    loop.run_once()
+    assert [r.value() for r in producer(client).aborted] == [b"a"]
+    assert out_values(client) == []  # never committed by the consumer that lost t[0]
+    assert client.committed_position("t", 0) == 0
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_share_listener_declared_to_return_outputs_is_refused_at_registration(
+    batch: bool,
+) -> None:
+    app = App("127.0.0.1:1", "g")
+    register = app.share_batch_listener if batch else app.share_listener
+
+    def handle(msg: Message) -> list[Output]:
+        return [Output("out", value=msg.raw_value)]
+
+    with pytest.raises(ConfigError, match="share listeners do not write") as err:
+        register("t", group_id="workers")(handle)
+    assert err.value.setting == "handler"
+
+    def plain(msg: Message) -> None:
+        pass
+
+    register("t", group_id="workers")(plain)  # one that writes nothing is welcome
+
+
+def test_after_a_failure_the_rest_of_the_poll_waits_for_the_retry_on_every_partition() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a0"])
+    client.add("t", ["b0"], partition=1)
+    seen: list[str] = []
+    failures = {"a1": 1}
+
+    def handle(msg: Message) -> Output:
+        value = msg.value.decode()
+        seen.append(value)
+        if failures.get(value):
+            failures[value] -= 1
+            raise TimeoutError("downstream slow")
+        return Output("out", value=value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(), retry=RETRY)
+    loop.start()
+    loop.run_until_idle()
+    client.add("t", ["a1"])
+    client.add("t", ["b1", "b2"], partition=1)
+    seen.clear()
+    loop.run_once()  # one poll: a1 (fails), b1, b2
+    assert seen == ["a1"]  # b1 and b2 would be aborted with it: not handed over
+    loop.run_until_idle()
+    assert seen.count("b1") == 1 and seen.count("a1") == 2
+    assert sorted(out_values(client)) == ["a0", "a1", "b0", "b1", "b2"]
+    assert client.committed_position("t", 1) == 3

@@ -29,7 +29,12 @@ from typing import Literal
 from redrive.consumer.client import Positions
 from redrive.consumer.committer import Committer
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import DeliveryLimitReached, HandlingInterrupted, ListenerStopped
+from redrive.errors import (
+    DeliveryLimitReached,
+    HandlingInterrupted,
+    ListenerStopped,
+    ProducerFenced,
+)
 from redrive.events import (
     BackingOff,
     Due,
@@ -231,6 +236,8 @@ class FailureHandler:
             attempts = state.failures + state.interruptions
             run_recoverer(spec, self.bus, msg, exc, attempts, first, state.interruptions,
                           self.committer.publisher)  # fmt: skip
+        except ProducerFenced:  # the listener stops; the record keeps its attempts
+            raise
         except ListenerStopped:
             # Stopped on purpose (Stop, circuit breaker): after a restart the record gets a
             # fresh set of attempts, for the code that presumably fixed the cause.

@@ -64,6 +64,17 @@ class Pauser:
             if seek is not None:
                 self.bus.emit(Seeked(self.name, tp, seek))
 
+    def rewind(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch `tp` again from `offset`: a parked partition resumes there when due; any
+        other is parked until the next step, so the rest of the current poll of it is not
+        handed over."""
+        if tp not in self.parked:
+            self.park(tp, 0.0, tp, seek=offset)
+            return
+        self.client.seek(tp, offset)
+        if self.bus:
+            self.bus.emit(Seeked(self.name, tp, offset))
+
     def timeout(self, longest: float) -> float:
         """How long the next poll may wait without passing a due time."""
         if not self.parked:

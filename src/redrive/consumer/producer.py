@@ -11,6 +11,8 @@ fatal ones (fenced, unsupported) to ``ProducerFenced``, the others to
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -21,12 +23,18 @@ from redrive.consumer.client import Positions
 from redrive.errors import CommitFailed, ProducerFenced, RecoveryFailed, TransactionAborted
 from redrive.observe.logs import kafka_logging
 from redrive.outputs import Output, encoded
-from redrive.publish import PRODUCER_DEFAULTS, Delivery, Header, Publisher, producer_settings
+from redrive.publish import (
+    PRODUCER_DEFAULTS,
+    Delivery,
+    Header,
+    Publisher,
+    produce,
+    producer_settings,
+)
 
 log = logging.getLogger("redrive.producer")
 
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-_RETRIES = 5  # retriable errors of one transactional call before giving up on the transaction
 
 
 class OutputProducer(Protocol):
@@ -86,55 +94,52 @@ class KafkaOutputs:
             self._settings["on_delivery"] = self._delivered
         self._factory = factory
         self._producer: Producer | None = None
-        self._open = False
-        self._sent = 0  # outputs since the last commit or abort
+        self._open = False  # outputs written since the last commit (with transactions: open)
+        self._lock = threading.RLock()  # handlers on several threads (concurrency > 1)
         self._failed: list[str] = []  # delivery errors since the last commit or abort
         self._publisher = _InTransaction(self, timeout)
         self.publisher: Publisher = self._publisher
 
     @property
     def pending(self) -> bool:
-        return self._sent > 0 or self._open
+        # Without transactions, also what another thread wrote while a commit flushed: the
+        # producer counts what it has not had confirmed.
+        producer = self._producer
+        return self._open or (producer is not None and len(producer) > 0)
 
     def producer(self) -> Producer:
         """The producer, created (and registered with the transaction coordinator, which
         fences an older producer with the same transactional id) on first use."""
-        if self._producer is None:
-            producer = self._factory(dict(self._settings))
-            if self.transactional:
-                self._call(lambda: producer.init_transactions(self.timeout), "init")
-            self._producer = producer
-        return self._producer
+        with self._lock:
+            if self._producer is None:
+                producer = self._factory(dict(self._settings))
+                if self.transactional:
+                    self._call(producer.init_transactions, "init")
+                self._producer = producer
+            return self._producer
 
     def start(self) -> None:
         self.producer()
 
     def begin(self) -> Producer:
-        producer = self.producer()
-        if not self._open:
-            if self.transactional:
-                self._call(producer.begin_transaction, "begin")
-            self._open = True  # without transactions: outputs written since the last commit
-        return producer
+        with self._lock:
+            producer = self.producer()
+            if not self._open:
+                if self.transactional:
+                    self._call(lambda _left: producer.begin_transaction(), "begin")
+                self._open = True
+            return producer
 
     def send(self, output: Output) -> None:
         producer = self._producer if self._open else None
         if producer is None:
             producer = self.begin()
-        kwargs: dict[str, Any] = {}
-        if output.partition is not None:
-            kwargs["partition"] = output.partition
-        if output.headers:
-            kwargs["headers"] = list(output.headers)
-        args = (output.topic, encoded(output.value), encoded(output.key))
+        headers = list(output.headers) if output.headers else None
         try:
-            producer.produce(*args, **kwargs)
-        except BufferError:  # the local queue is full: let deliveries drain, once
-            producer.flush(self.timeout)
-            producer.produce(*args, **kwargs)
+            produce(producer, output.topic, encoded(output.key), encoded(output.value),
+                    headers, output.partition, self.timeout)  # fmt: skip
         except KafkaException as exc:
             self._raise(exc.args[0], f"writing to {output.topic!r}")
-        self._sent += 1
 
     def _delivered(self, err: Any, msg: Any) -> None:
         """Without transactions: the report of an output the broker refused."""
@@ -144,8 +149,10 @@ class KafkaOutputs:
     def commit(self, positions: Positions) -> None:
         producer = self.begin()
         if not self.transactional:
+            with self._lock:  # what is written from now on waits for the next commit
+                self._open = False
             left = producer.flush(self.timeout)
-            failed, self._failed, self._sent, self._open = self._failed, [], 0, False
+            failed, self._failed = self._failed, []
             if left or failed:
                 why = failed[0] if failed else f"{left} not acknowledged in {self.timeout:g} s"
                 raise CommitFailed(f"outputs not confirmed by the broker: {why}")
@@ -154,6 +161,8 @@ class KafkaOutputs:
         # commit_transaction is several times slower (measured: 15k vs 45k records/s). No
         # Python callback is then served inside the calls below (one served inside a call
         # that fails meets its pending exception: SystemError).
+        # One deadline for the whole commit (it must end well within max.poll.interval.ms).
+        deadline = time.monotonic() + self.timeout
         producer.flush(self.timeout)
         if positions:
             offsets = [
@@ -164,40 +173,60 @@ class KafkaOutputs:
             ]
             metadata = self._group_metadata()
             self._call(
-                lambda: producer.send_offsets_to_transaction(offsets, metadata, self.timeout),
+                lambda left: producer.send_offsets_to_transaction(offsets, metadata, left),
                 "sending the positions to",
+                deadline,
             )
-        self._call(lambda: producer.commit_transaction(self.timeout), "committing")
+        self._call(producer.commit_transaction, "committing", deadline, sent=True)
         self._open = False
-        self._sent = 0
         if self._failed:  # cannot happen: a failed write fails the commit; say so if it does
             log.error("outputs failed in a committed transaction: %s", self._failed)
         self._failed.clear()
 
     def abort(self) -> None:
         self._publisher.forget()
-        self._sent = 0
         self._failed.clear()
         if not self._open or self._producer is None or not self.transactional:
             self._open = False
             return
         producer = self._producer
         self._open = False
-        self._call(lambda: producer.abort_transaction(self.timeout), "aborting")
+        self._call(producer.abort_transaction, "aborting")
         producer.poll(0)  # the delivery reports of the purged outputs: they are gone with it
         self._failed.clear()
 
-    def _call(self, call: Callable[[], object], what: str) -> None:
-        for _ in range(_RETRIES):
+    def _call(
+        self,
+        call: Callable[[float], object],
+        what: str,
+        deadline: float | None = None,
+        *,
+        sent: bool = False,
+    ) -> None:
+        """`call` (given the seconds left), retried on retriable errors until `deadline`
+        (default: ``timeout`` from now). ``sent``: a commit the coordinator may be
+        completing; one that neither succeeds nor fails within the deadline cannot be
+        aborted (librdkafka: retry it), so the listener stops instead."""
+        deadline = time.monotonic() + self.timeout if deadline is None else deadline
+        while True:
             try:
-                call()
+                call(max(deadline - time.monotonic(), 0.001))
                 return
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.fatal() or err.txn_requires_abort() or not err.retriable():
                     self._raise(err, f"{what} the transaction")
+                if time.monotonic() >= deadline:
+                    if sent:
+                        raise ProducerFenced(
+                            f"committing the transaction of {self.transactional_id!r} did "
+                            f"not complete within {self.timeout:g} s ({err.str()}): its "
+                            "outcome is unknown and it cannot be aborted. This listener "
+                            "stops; the next instance with this transactional.id completes "
+                            "or aborts it"
+                        ) from None
+                    self._raise(err, f"{what} the transaction")
                 log.info("%s the transaction: %s (retrying)", what, err.str())
-        self._raise(err, f"{what} the transaction")
 
     def _raise(self, err: Any, what: str) -> None:
         text = err.str() if hasattr(err, "str") else str(err)
@@ -254,11 +283,6 @@ class _InTransaction(Publisher):
             return super().publish(source, topic, partition, key, value, headers, role=role)
         except TransactionAborted as exc:  # ProducerFenced stops the listener
             raise RecoveryFailed(f"{role} write to {topic!r}: {exc}") from exc
-
-    def forget(self) -> None:
-        """The transaction was aborted: writes not acknowledged in it are gone with it."""
-        with self._lock:
-            self._pending.clear()
 
     def close(self) -> None:
         with self._lock:

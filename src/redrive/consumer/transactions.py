@@ -40,8 +40,14 @@ from redrive.consumer.committer import Committer, Payload
 from redrive.consumer.pauser import Pauser
 from redrive.consumer.producer import OutputProducer
 from redrive.consumer.spec import ListenerSpec
-from redrive.errors import CommitFailed, ProducerFenced, TransactionAborted
-from redrive.events import Aborted, EventBus, Seeked
+from redrive.errors import (
+    BatchFailed,
+    CommitFailed,
+    Defer,
+    ProducerFenced,
+    TransactionAborted,
+)
+from redrive.events import Aborted, EventBus
 from redrive.message import Message, TopicPartition
 from redrive.outputs import outputs_of
 from redrive.retry.attempts import Attempt
@@ -74,45 +80,102 @@ class OutputCommitter(Committer):
         self.fatal: ProducerFenced | None = None  # the producer is unusable: commit nothing
         self._base: dict[TopicPartition, int] = {}  # last committed position (or first read)
         self._dropped: dict[tuple[TopicPartition, int], Attempt] = {}  # state dropped in it
+        if not self.window:  # no ``_go_live`` to note a partition's first position
+            self.deliver = self._deliver_noting_base  # type: ignore[method-assign]
 
     # -- the handler's side ---------------------------------------------------------------
 
     def wrap(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """`handler`, writing the outputs it returns; with transactions, its raising dooms
         the open transaction (what it wrote before is aborted with it)."""
-        send, failed = self.outputs.send, self.handler_failed
-
-        def take(result: object) -> None:
-            for output in outputs_of(result):
-                send(output)
+        take, failed = self.take, self.handler_failed
+        if not self.transactional and not inspect.iscoroutinefunction(handler):
+            return self._wrap_plain(handler)
 
         if inspect.iscoroutinefunction(handler):
 
             @functools.wraps(handler)
             async def wrapped_async(arg: Any) -> None:
                 try:
-                    take(await handler(arg))
+                    result = await handler(arg)
+                except (BatchFailed, Defer) as signal:  # the records before it are done
+                    take(signal.outputs)
+                    failed(signal)
+                    raise
                 except BaseException as exc:
                     failed(exc)
                     raise
+                take(result)
 
             return wrapped_async
 
         @functools.wraps(handler)
         def wrapped(arg: Any) -> None:
             try:
-                take(handler(arg))
+                result = handler(arg)
+            except (BatchFailed, Defer) as signal:  # the records before it are done
+                take(signal.outputs)
+                failed(signal)
+                raise
             except BaseException as exc:
                 failed(exc)
                 raise
+            take(result)
 
         return wrapped
+
+    def _wrap_plain(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Without transactions: a handler returning None costs one check."""
+        take = self.take
+
+        @functools.wraps(handler)
+        def wrapped(arg: Any) -> None:
+            try:
+                result = handler(arg)
+            except (BatchFailed, Defer) as signal:  # the records before it are done
+                take(signal.outputs)
+                raise
+            if result is not None:
+                take(result)
+
+        return wrapped
+
+    def take(self, result: object) -> None:
+        """Write the outputs in a handler's `result`. With transactions, Kafka refusing one
+        (an abortable error) is no failure of the handler: the transaction is doomed, and
+        its abort hands the record over again, counting no attempt."""
+        try:
+            for output in outputs_of(result):
+                self.outputs.send(output)
+        except TransactionAborted as exc:
+            if not self.transactional:
+                self.handler_failed(exc)
+                raise
+            log.warning("%s: writing an output failed, aborting the transaction: %s",
+                        self.name, exc)  # fmt: skip
+            self._doom(f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            self.handler_failed(exc)
+            raise
 
     def handler_failed(self, exc: BaseException) -> None:
         if isinstance(exc, ProducerFenced):  # from writing an output: the listener stops
             self.fatal = exc
-        if self.transactional and self.doomed is None:
-            self.doomed = f"{type(exc).__name__}: {exc}"
+        if self.transactional:
+            self._doom(f"{type(exc).__name__}: {exc}")
+
+    def _doom(self, why: str) -> None:
+        """The open transaction will be aborted: the rest of the poll is not handed over.
+        Every partition this consumer has handled records of is parked at its last committed
+        position until the next step (a partition first seen later in this poll is handled,
+        then rewound with the others at the abort)."""
+        if self.doomed is not None:
+            return
+        self.doomed = why
+        for tp in self.tracker.partitions:
+            base = self._base.get(tp)
+            if base is not None and tp not in self.pauser:
+                self.pauser.rewind(tp, base)
 
     def defer_recovery(self) -> bool:
         """True while the open transaction is doomed: a recovery now would be aborted with
@@ -121,18 +184,29 @@ class OutputCommitter(Committer):
 
     # -- bookkeeping a transaction may have to undo ----------------------------------------
 
-    def deliver(self, msg: Message) -> None:
+    # A partition's first position (until a commit) is its first delivered offset. With an
+    # owner's window it is noted when the window is first committed (``_go_live``, once per
+    # partition); without, per delivered record.
+
+    def _deliver_noting_base(self, msg: Message) -> None:
         if msg.tp not in self._base:
             self._base[msg.tp] = msg.offset
-        super().deliver(msg)
+        Committer.deliver(self, msg)
 
     def deliver_many(self, msgs: Iterable[Message]) -> None:
-        msgs = msgs if isinstance(msgs, Sequence) else list(msgs)
-        base = self._base
-        for m in msgs:
-            if m.tp not in base:
-                base[m.tp] = m.offset
         super().deliver_many(msgs)
+        if not self.window and not self._base.keys() >= self.tracker.partitions.keys():
+            self._note_bases()
+
+    def _go_live(self) -> None:
+        self._note_bases()
+        super()._go_live()
+
+    def _note_bases(self) -> None:
+        base = self._base
+        for tp, p in self.tracker.partitions.items():
+            if tp not in base and (pos := p.position()) is not None:
+                base[tp] = pos
 
     def drop_state(self, msg: Message) -> None:
         if self.transactional:
@@ -183,7 +257,8 @@ class OutputCommitter(Committer):
         self, reason: str, *, sync: bool = False, only: Sequence[TopicPartition] = ()
     ) -> None:
         """With transactions: abort a doomed transaction and rewind, then commit every
-        changed position (``only`` is ignored: one transaction holds all partitions)."""
+        changed position (one transaction holds all partitions; ``only`` names those
+        handed over, whose metadata is clean)."""
         if not self.transactional:
             super().flush(reason, sync=sync, only=only)
             return
@@ -192,20 +267,30 @@ class OutputCommitter(Committer):
         self.drain_acks()
         if self.doomed is not None:
             self._abort(self.doomed)
-        self._transaction(self._changed(clean=sync), reason)
+        # A hand-over is clean (no window) for the partitions given up (`only`) or, at a
+        # stop, for all; the partitions kept keep their window.
+        clean = set(only) if only else None
+        self._transaction(self._changed(clean=clean if sync else set()), reason)
         if self.doomed is not None:  # the commit itself failed: abort and rewind now
             self._abort(self.doomed)
 
-    def _changed(self, *, clean: bool) -> Payload:
+    def _changed(self, *, clean: set[TopicPartition] | None) -> Payload:
+        """The positions that changed; `clean`: the partitions handed over (None: all)."""
         payload: Payload = {}
         for tp, pos in self.tracker.positions().items():
-            entry = (pos, self._metadata(tp, pos, clean))
+            entry = (pos, self._metadata(tp, pos, clean is None or tp in clean))
             if self._committed.get(tp) != entry:
                 payload[tp] = entry
         return payload
 
     def _transaction(self, payload: Payload, reason: str) -> None:
         if not payload and not self.outputs.pending:
+            return
+        if self.publisher is not None and self.publisher.unsettled:
+            # A dead letter or retry hop the broker did not acknowledge in time is in the
+            # open transaction, its record not finished: committing would make it visible
+            # with the positions before its record.
+            self.doomed = self.doomed or "a dead-letter or retry write was not acknowledged"
             return
         try:
             self.outputs.commit(payload)
@@ -240,12 +325,7 @@ class OutputCommitter(Committer):
             if base is None or pos is None or pos <= base:
                 continue
             p.reset_to(base)
-            if tp in self.pauser:  # waiting out a back-off: it resumes at `base` instead
-                self.client.seek(tp, base)
-                if self.bus:
-                    self.bus.emit(Seeked(self.name, tp, base))
-            else:  # paused until the next step, so the rest of this poll is not handed over
-                self.pauser.park(tp, 0.0, tp, seek=base)
+            self.pauser.rewind(tp, base)
             rewound.append((tp, base))
             final = self._final.get(tp)
             if final:

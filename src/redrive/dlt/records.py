@@ -115,12 +115,16 @@ class DeadLetterRecord:
         return f"{self.partition}:{self.offset}"
 
     @property
-    def origin_key(self) -> tuple[str, int, int] | None:
-        """The origin record (topic, partition, offset): dead letters with the same one are
-        copies of one record (a consumer killed between the dead-letter write and its
-        commit makes the next owner write it again)."""
+    def origin_key(self) -> tuple[str | None, str, int, int] | None:
+        """The consumer group and the origin record (topic, partition, offset): dead letters
+        with the same one are copies of one record (a consumer killed between the
+        dead-letter write and its commit makes the next owner write it again). Two groups
+        failing on the same record wrote two dead letters, not copies."""
         o = self.origin
-        return None if o is None else (o.topic, o.partition, o.offset)
+        if o is None:
+            return None
+        group = self.decoded.get(h.DLT_ORIGINAL_CONSUMER_GROUP)
+        return (group if isinstance(group, str) else None, o.topic, o.partition, o.offset)
 
     def exception_matches(self, name: str) -> bool:
         """True when ``name`` is the full or simple name of the exception, its root cause or
@@ -163,7 +167,7 @@ class DeadLetterRecord:
 def copies(records: Iterable[DeadLetterRecord]) -> dict[str, str]:
     """The copies among `records`: ``replay_key`` of each copy -> that of the first dead
     letter (the earliest written) of the same origin record."""
-    first: dict[tuple[str, int, int], DeadLetterRecord] = {}
+    first: dict[tuple[str | None, str, int, int], DeadLetterRecord] = {}
     out: dict[str, str] = {}
     for r in sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset)):
         key = r.origin_key
