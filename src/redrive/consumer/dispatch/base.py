@@ -68,8 +68,8 @@ class OnLoopThread:
         With `isolate` (a batch's attempts are used up) a failure recovers it at once."""
         parts = self.parts
         engine = parts.engine
-        if parts.bus:
-            parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),)))
+        if parts.bus.records:
+            parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         failure = call_handler(self._call, arg)
         if failure is None:
             engine.succeeded(msg)
