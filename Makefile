@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint unit integration bench clean browser installed
+.PHONY: demo test lint unit integration bench clean browser prometheus installed
 
 PIP := $(PY) -m pip --disable-pip-version-check
 
@@ -24,7 +24,7 @@ installed:
 demo: installed
 	@$(PY) -m redrive lab
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser prometheus
 	$(PY) -m pytest
 
 # The lab's HTML report is checked in a real headless browser: Debian's chromium.
@@ -33,6 +33,16 @@ browser:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The metrics are scraped by a real Prometheus server and the alert rules checked with
+# promtool: Debian's prometheus package has both.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing prometheus (apt-get)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests

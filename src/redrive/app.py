@@ -19,8 +19,8 @@ from redrive.consumer.commit import Commit
 from redrive.consumer.loop import Loop
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import ConfigError, KafkaUnavailable, StopTimeout, UsageError
-from redrive.events import EventBus
-from redrive.message import Message
+from redrive.events import EventBus, Lag
+from redrive.message import Message, TopicPartition
 from redrive.options import KafkaValue, ListenerOptions, Ordering, ShareListenerOptions
 from redrive.outputs import declares_outputs
 from redrive.recover.base import Recoverer
@@ -99,7 +99,10 @@ class App:
     a broker to answer before it raises ``KafkaUnavailable``; ``None`` waits until one does
     (what ``redrive run`` does unless given ``--give-up-after``).
     ``kafka`` holds confluent-kafka settings passed to every listener's client (security,
-    timeouts...); a listener's own ``kafka=`` wins over them.
+    timeouts...); a listener's own ``kafka=`` wins over them. ``lag_interval``: seconds
+    between ``Lag`` events (each partition's lag, from the client's statistics); ``None``
+    (the default) asks for none, unless metrics are attached (``redrive.observe``), which
+    set it to 15 s.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class App:
         kafka: Mapping[str, Any] | None = None,
         bus: EventBus | None = None,
         connect_timeout: float | None = 10.0,
+        lag_interval: float | None = None,
     ) -> None:
         self.bootstrap_servers = (
             bootstrap_servers or os.environ.get("REDRIVE_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
@@ -118,6 +122,9 @@ class App:
         self.kafka = dict(kafka or {})
         self.bus = bus or EventBus()
         self.connect_timeout = connect_timeout
+        if lag_interval is not None and not lag_interval > 0:
+            raise ConfigError("lag_interval", f"must be > 0 seconds or None, got {lag_interval!r}")
+        self.lag_interval = lag_interval
         self.specs: list[ListenerSpec] = []
         self.loops: list[Loop | ShareLoop] = []
         self._threads: list[threading.Thread] = []
@@ -505,7 +512,7 @@ class App:
         try:
             for spec in self.specs:
                 # bad settings raise ConfigError here; librdkafka's lines go through logging
-                clients.append(ConfluentClient(_check_settings(spec)))
+                clients.append(self._client(spec))
             if not self._wait_for_brokers(clients):
                 log.info("stopped while waiting for Kafka: no listener was started")
                 for c in clients:
@@ -526,7 +533,7 @@ class App:
                         spec, kafka={**spec.kafka, REFRESH: WAIT_REFRESH_MS}
                     )
                     clients[i].close()
-                    clients[i] = ConfluentClient(spec.kafka)
+                    clients[i] = self._client(spec)
             # Still inside the try: building a loop or describing a recoverer may raise too.
             for spec, c in zip(self.specs, clients, strict=True):
                 if spec.share is None:
@@ -572,6 +579,20 @@ class App:
             if self._stopped.is_set():  # as for the loops: stop() may have come first
                 self._watch.stop()
             self._watch.start()
+
+    def _client(self, spec: ListenerSpec) -> ConfluentClient:
+        """The client of a listener (for a share listener: the one that checks the broker
+        answers), reporting each partition's lag when ``lag_interval`` is set."""
+        settings = _check_settings(spec)
+        if self.lag_interval is None or spec.share is not None:
+            return ConfluentClient(settings)
+        bus, name = self.bus, spec.name
+
+        def on_lag(lags: tuple[tuple[TopicPartition, int], ...]) -> None:
+            if bus:
+                bus.emit(Lag(name, lags))
+
+        return ConfluentClient(settings, on_lag=on_lag, lag_interval=self.lag_interval)
 
     def _share_loops(self, spec: ListenerSpec) -> list[ShareLoop]:
         """Write the share group's settings, then one loop (and client) per member."""

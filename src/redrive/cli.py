@@ -9,8 +9,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from redrive.errors import RedriveError
+
+if TYPE_CHECKING:
+    from redrive.app import App
+    from redrive.observe.server import Server
 
 
 def _load_app(target: str) -> object:
@@ -46,12 +51,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         app.bootstrap_servers = args.bootstrap_servers
     app.connect_timeout = args.give_up_after  # None: wait for the broker as long as it takes
     log_events(app.bus, commits=args.verbose)
+    server = _serve_observe(app, args)
     try:
         app.run()
     except StopTimeout as exc:
         print(f"redrive: {exc}", file=sys.stderr)
         return _exit_now(2)
+    finally:
+        if server is not None:
+            server.close()
     return _exit_now(0)
+
+
+def _serve_observe(app: App, args: argparse.Namespace) -> Server | None:
+    """With ``--metrics-port``: metrics and probes attached to `app`, served over HTTP
+    (worker i of ``--workers`` on the port + i)."""
+    if args.metrics_port is None:
+        return None
+    from redrive.observe import Metrics, Probes, serve
+
+    port = args.metrics_port
+    if port and os.environ.get("REDRIVE_WORKER", "").isdigit():
+        port += int(os.environ["REDRIVE_WORKER"])
+    server = serve(port, host=args.metrics_host, metrics=Metrics().attach(app),
+                   probes=Probes().attach(app))  # fmt: skip
+    logging.getLogger("redrive.cli").info(
+        "serving /metrics, /livez and /readyz on http://%s:%d", args.metrics_host, server.port
+    )
+    return server
 
 
 def _exit_now(code: int) -> int:
@@ -173,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N processes of the App in its consumer group under a supervisor that "
         "forwards signals and restarts crashed ones (default 1: this process)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on /metrics and the health probes /livez and /readyz "
+        "on PORT (0: a free one, logged; with --workers N, worker i uses PORT + i)",
+    )
+    run.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
+                     help="address the metrics server listens on (default 0.0.0.0)")  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     broker = sub.add_parser("broker", help="the local Apache Kafka broker (up, down, status)")

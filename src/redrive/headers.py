@@ -39,6 +39,10 @@ were interrupted: the process died while handling the record), ``redrive_dlt-roo
 and ``-message`` (only when the exception has a cause) and ``redrive_replay-of``
 (text, ``<dead-letter topic>/<partition>/<offset>`` a replayed record came from).
 
+W3C trace context, ``traceparent`` (and ``tracestate``): a record's own is kept on every
+write unless tracing is on, when ``with_trace`` replaces it with the context of the span
+that wrote the record (see ``redrive.observe.tracing``).
+
 Read a record's headers with ``decode`` (the known ones, to Python values)::
 
     >>> decode([(REDRIVE_ATTEMPTS, int32(3)), (RETRY_ATTEMPTS, b"\\x00\\x00\\x00\\x04")])
@@ -95,6 +99,10 @@ REDRIVE_ROOT_CAUSE_FQCN = "redrive_dlt-root-cause-fqcn"  # only when the excepti
 REDRIVE_ROOT_CAUSE_MESSAGE = "redrive_dlt-root-cause-message"
 REPLAY_OF = "redrive_replay-of"
 """Header on a replayed record: ``<dead-letter topic>/<partition>/<offset>`` it came from."""
+
+# -- W3C trace context (OpenTelemetry's default propagator) --------------------------------
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 
 REPLACED_PREFIXES = ("kafka_dlt-", "kafka_original-", "kafka_exception-", "redrive_dlt-")
 """Headers a dead-letter write or a hop replaces rather than piles up, in either family (a
@@ -305,6 +313,19 @@ def retry_headers(
     if due_ms is not None:
         out.append((RETRY_BACKOFF_TIMESTAMP, big_int(due_ms)))
     return out
+
+
+def with_trace(
+    headers: Iterable[tuple[str, Any]], trace: Iterable[tuple[str, bytes]]
+) -> list[tuple[str, Any]]:
+    """`headers` with their trace context replaced by `trace` (``traceparent`` and what
+    else the propagator writes) when `trace` holds any, so a retry hop, a dead letter or a
+    replayed record carries the context of the span that wrote it, once; else `headers`."""
+    trace = list(trace)
+    if not trace:
+        return list(headers)
+    names = {TRACEPARENT, TRACESTATE, *(k for k, _ in trace)}
+    return [(k, v) for k, v in headers if k not in names] + trace
 
 
 def replay_marker(topic: str, partition: int, offset: int) -> tuple[str, bytes]:

@@ -24,8 +24,10 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from redrive.errors import RecoveryFailed
+from redrive.headers import with_trace
 from redrive.message import Message
 from redrive.observe.logs import kafka_logging
+from redrive.observe.tracing import current_headers
 
 # Settings that only the consumer understands; everything else (bootstrap, security) is
 # shared with the producers redrive creates for a listener.
@@ -194,6 +196,7 @@ class Publisher:
                 count = self._partition_count(producer, topic, role)
                 if partition is not None and not 0 <= partition < count:
                     partition = None
+                headers = with_trace(headers, current_headers())  # the span being recovered
                 write = self._produce(producer, topic, partition, key, value, headers, role)
                 self._pending[key_of] = write
             # else: a write that was not acknowledged in time may still be delivered; wait

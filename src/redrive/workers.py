@@ -50,6 +50,8 @@ def child_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--log-level", args.log_level]
     if getattr(args, "log_format", None):
         argv += ["--log-format", args.log_format]
+    if getattr(args, "metrics_port", None) is not None:  # worker i serves on port + i
+        argv += ["--metrics-port", str(args.metrics_port), "--metrics-host", args.metrics_host]
     return argv
 
 

@@ -16,6 +16,20 @@ from redrive.events import Committed, Recorder
 FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET (status 0 when nothing answers)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not check():

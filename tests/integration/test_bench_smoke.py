@@ -21,7 +21,8 @@ def test_bench_smoke_json_shape(kafka, capsys) -> None:
     result = json.loads(capsys.readouterr().out)
     rows = {r["contender"]: r for r in result["throughput"]}
     assert {"tuned", "no-commit", "baseline", "redrive-record", "redrive-batch",
-            "redrive-record+bus", "redrive-outputs", "redrive-transaction"} <= set(rows)  # fmt: skip
+            "redrive-record+bus", "redrive-record+metrics", "redrive-record+tracing",
+            "redrive-outputs", "redrive-transaction"} <= set(rows)  # fmt: skip
     for name, needs in [("faststream-aiokafka", "faststream"),
                         ("faststream-confluent", "faststream"),
                         ("aiokafka-getmany", "aiokafka")]:  # fmt: skip

@@ -85,6 +85,16 @@ def test_listeners_example_runs(kafka, readme_topics, monkeypatch, tmp_path) -> 
     assert b"p1" in audit and json.dumps(orders[0]).encode() in audit
 
 
+def test_production_example_runs(kafka, readme_topics, monkeypatch) -> None:
+    admin.produce(kafka, "orders", [json.dumps({"customer": "c3", "amount": 2})])
+    monkeypatch.setattr(App, "run", _run_until_committed)
+    ns = _exec(_block("## Running in production\n"))
+    metrics = ns["metrics"]
+    registry = metrics.registry  # type: ignore[attr-defined]
+    assert registry.get_sample_value("redrive_records_handled_total", {"listener": "handle"}) >= 1
+    assert ns["probes"].ready().detail == "stopping: handle"  # type: ignore[attr-defined]
+
+
 def test_exactly_once_example_runs(kafka, readme_topics, monkeypatch) -> None:
     from collections import Counter
 

@@ -206,6 +206,44 @@ def redrive_record_bus(job: Job, meter: Meter) -> None:
     _run_app(app, meter)
 
 
+def redrive_record_metrics(job: Job, meter: Meter) -> None:
+    """The record listener with Prometheus metrics attached (``redrive run --metrics-port``
+    without the HTTP server: what every record costs is the same)."""
+    from redrive.observe import Metrics
+
+    app = _app(job)
+    app.listener(job.topic, max_poll_records=job.max_poll_records)(meter.hit)
+    Metrics().attach(app)
+    _run_app(app, meter)
+
+
+def redrive_record_tracing(job: Job, meter: Meter) -> None:
+    """The record listener with OpenTelemetry tracing on: the SDK samples every span and
+    hands it to a batch processor whose exporter drops it (the cost up to the network)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from redrive.observe import Tracing
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    app = _app(job)
+    app.listener(job.topic, max_poll_records=job.max_poll_records)(meter.hit)
+    Tracing(tracer_provider=provider).attach(app)
+    try:
+        _run_app(app, meter)
+    finally:
+        provider.shutdown()
+
+
 def _transform(job: Job, meter: Meter, commit: Any) -> None:
     """Consume-transform-produce: each record becomes one ``Output`` to ``<topic>-out``."""
     from redrive import Output
@@ -355,6 +393,8 @@ CONTENDERS: dict[str, tuple[Contender, str | None]] = {
     "redrive-record": (redrive_record, None),
     "redrive-batch": (redrive_batch, None),
     "redrive-record+bus": (redrive_record_bus, None),
+    "redrive-record+metrics": (redrive_record_metrics, None),
+    "redrive-record+tracing": (redrive_record_tracing, "opentelemetry.sdk"),
     "redrive-outputs": (redrive_outputs, None),
     "redrive-transaction": (redrive_transaction, None),
     "faststream-aiokafka": (faststream_aiokafka, "faststream"),

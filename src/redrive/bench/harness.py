@@ -37,7 +37,8 @@ REFERENCE = "tuned"
 """The contender the ratios are to: the tuned loop with asynchronous per-poll commits."""
 
 THROUGHPUT = ["tuned", "no-commit", "baseline", "redrive-record", "redrive-batch",
-              "redrive-record+bus", "faststream-aiokafka", "faststream-confluent",
+              "redrive-record+bus", "redrive-record+metrics", "redrive-record+tracing",
+              "faststream-aiokafka", "faststream-confluent",
               "aiokafka-getmany", "redrive-outputs", "redrive-transaction",
               "java-consumer"]  # fmt: skip
 

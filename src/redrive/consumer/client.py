@@ -102,6 +102,28 @@ def make_client(factory: Callable[[dict[str, Any]], T], config: Mapping[str, Any
         raise ConfigError(_setting_from(str(exc)), str(exc)) from None
 
 
+def lag_of(stats: str) -> tuple[tuple[TopicPartition, int], ...]:
+    """Each assigned partition's consumer lag from librdkafka's statistics JSON: its high
+    watermark (last stable offset under ``read_committed``) less the group's committed
+    position, or less the position fetched so far when nothing is committed yet."""
+    import json
+
+    out = []
+    for topic, t in json.loads(stats).get("topics", {}).items():
+        for p in t.get("partitions", {}).values():
+            partition = p.get("partition", -1)
+            if partition < 0 or p.get("fetch_state") in (None, "none", "stopped"):
+                continue  # the internal UA partition, or one not assigned to us
+            lag = p.get("consumer_lag", -1)
+            if lag < 0:  # nothing committed yet: behind what this consumer has fetched
+                hi, pos = p.get("hi_offset", -1), p.get("app_offset", -1)
+                if hi < 0 or pos < 0:
+                    continue
+                lag = max(0, hi - pos)
+            out.append((TopicPartition(topic, partition), lag))
+    return tuple(out)
+
+
 def _setting_from(text: str) -> str:
     import re
 
@@ -112,7 +134,24 @@ def _setting_from(text: str) -> str:
 class ConfluentClient:
     """The Client over confluent-kafka's Consumer."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        on_lag: Callable[[tuple[tuple[TopicPartition, int], ...]], None] | None = None,
+        lag_interval: float = 15.0,
+    ) -> None:
+        """``on_lag``: called (inside ``poll``) every ``lag_interval`` seconds with each
+        assigned partition's lag, from librdkafka's statistics."""
+        if on_lag is not None and "stats_cb" not in config:
+
+            def on_stats(text: str) -> None:
+                lags = lag_of(text)
+                if lags:
+                    on_lag(lags)
+
+            interval_ms = max(1, int(lag_interval * 1000))
+            config = {**config, "statistics.interval.ms": interval_ms, "stats_cb": on_stats}
         self._consumer = make_consumer({**config, "on_commit": self._on_commit})
         self._fatal: KafkaError | None = None
         self._failed: list[TopicPartition] = []  # asynchronous commits that failed

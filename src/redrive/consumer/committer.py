@@ -10,6 +10,7 @@ in the commit metadata; ``commit_now`` writes it at once, for what must survive 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -17,7 +18,7 @@ from redrive.consumer.client import Client
 from redrive.consumer.commit import Commit
 from redrive.consumer.offsets import OffsetTracker, Runs
 from redrive.errors import CommitFailed
-from redrive.events import Committed, EventBus
+from redrive.events import CommitRetrying, Committed, EventBus
 from redrive.message import Message, TopicPartition
 from redrive.publish import Publisher
 from redrive.retry.attempts import Attempt, encode
@@ -60,6 +61,7 @@ class Committer:
         self._ask = not policy.wait  # poll commits are asked for, not waited on
         self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
         self._no_states = {False: encode({}, self.window), True: encode({}, 0)}  # by `clean`
+        self._took = 0.0  # seconds the last commit call took (for its Committed event)
 
     publisher: Publisher | None = None
     """Where recoverers write instead of their own producer: a transaction's (see
@@ -195,6 +197,7 @@ class Committer:
             self._commit(payload, reason, sync=waits)
 
     def _commit(self, payload: Payload, reason: str, *, sync: bool) -> None:
+        began = time.perf_counter() if self.bus else 0.0
         if not sync:
             if self._background:
                 self.client.store(payload)
@@ -209,9 +212,13 @@ class Committer:
                 # in the revocation callback); if ownership was lost, the new owner re-reads
                 # them: at-least-once, never a skip.
                 log.warning("%s: %s (will retry)", self.name, exc)
+                if self.bus:
+                    positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
+                    self.bus.emit(CommitRetrying(self.name, positions, str(exc), reason))
                 return
             self._committed.update(payload)
             self._handoffs.difference_update(payload)
+        self._took = time.perf_counter() - began if self.bus else 0.0
         self._after_commit(payload, reason)
 
     def _after_commit(self, payload: Payload, reason: str) -> None:
@@ -226,7 +233,8 @@ class Committer:
         if self.bus:
             meta = tuple((tp, m) for tp, (_, m) in payload.items() if m)
             positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
-            self.bus.emit(Committed(self.name, positions, meta, reason))
+            took, self._took = self._took, 0.0  # the commit call's, when it was timed
+            self.bus.emit(Committed(self.name, positions, meta, reason, took))
 
     # -- assignment ---------------------------------------------------------------------
 

@@ -35,7 +35,16 @@ from redrive.errors import (
     ListenerStopped,
     ProducerFenced,
 )
-from redrive.events import BackingOff, EventBus, Failed, NotDue, RecoveryRetrying, Succeeded
+from redrive.events import (
+    BackingOff,
+    Due,
+    EventBus,
+    Failed,
+    NotDue,
+    Recovered,
+    RecoveryRetrying,
+    Succeeded,
+)
 from redrive.headers import attempts_of, due_ms
 from redrive.message import Message, TopicPartition
 from redrive.publish import Publisher
@@ -147,6 +156,8 @@ class FailureHandler:
         due = due_ms(msg)
         wait = 0.0 if due is None else due / 1000 - self.wall_clock()
         if wait <= 0:
+            if due is not None and self.bus:
+                self.bus.emit(Due(self.spec.name, msg.tp, msg.offset, -wait))
             return None
         if self.bus:
             self.bus.emit(NotDue(self.spec.name, msg.tp, msg.offset, due / 1000 if due else 0))
@@ -173,7 +184,7 @@ class FailureHandler:
             self.committer.drop_state(msg)
             if state.running and self.persist:  # its running mark is cleared before the
                 self.committer.stale_marks.add(msg.tp)  # next record is handed over
-        if self.bus:
+        if self.bus.records:
             self.bus.emit(Succeeded(self.spec.name, msg.tp, msg.offset))
 
     def wait(self, msg: Message, delay: float) -> Hold:
@@ -251,6 +262,8 @@ class FailureHandler:
                 self.committer.commit_now(msg.tp, "attempt")
             return self.wait(msg, delay)
         self.committer.recovered(msg)
+        if self.bus:
+            self.bus.emit(Recovered(spec.name, msg.tp, msg.offset, type(spec.recoverer).__name__))
         return FINAL
 
     def _defer(self, msg: Message, exc: BaseException, state: Attempt) -> Hold:

@@ -24,7 +24,18 @@ from redrive.consumer.failures import FailureHandler
 from redrive.consumer.pauser import Pauser
 from redrive.consumer.spec import ListenerSpec
 from redrive.consumer.transactions import committer_for
-from redrive.events import Assigned, EventBus, Lost, Polled, Revoked, Started, Stopped
+from redrive.events import (
+    Assigned,
+    EventBus,
+    Handled,
+    Idle,
+    Lost,
+    Polled,
+    Revoked,
+    Started,
+    Stopped,
+    Stopping,
+)
 from redrive.message import TopicPartition
 from redrive.recover.base import ListenerContext
 
@@ -55,6 +66,7 @@ class Loop:
         """True once ``close()`` began: past the handler, committing and leaving the group."""
         self._gone: set[TopicPartition] = set()  # revoked or lost during the current poll
         self._polled = 0
+        self._said = 0  # records handled as of the last Handled event
         concurrent = spec.concurrency > 1 and not spec.batch
         persist = spec.retry.mode == "seek"
         # records an owner may be handling past its committed position: a poll's, or under
@@ -105,12 +117,19 @@ class Loop:
 
     def stop(self) -> None:
         """Ask the loop to stop after the current record (safe from any thread)."""
+        first = not self._stopping
         self._stopping = True
+        if first and self.bus:  # probes: not ready from now on, while the record finishes
+            self.bus.emit(Stopping(self.spec.name))
 
     def close(self, reason: str = "stop") -> None:
         """Commit every final outcome synchronously, then leave the group (C4). The client
         is closed (the group left) whatever fails before it."""
         self.closing = True
+        if not self._stopping:  # closing without a stop() (an error): say so once
+            self._stopping = True
+            if self.bus:
+                self.bus.emit(Stopping(self.spec.name))
         try:
             try:
                 self.dispatcher.close(self.spec.drain_timeout)
@@ -146,13 +165,29 @@ class Loop:
             records = [r for r in records if (r.topic(), r.partition()) not in gone]
             self._gone = set()
         self._polled = len(records)
+        bus = self.bus
+        took = 0.0
         if records:
-            if self.bus:
-                self.bus.emit(Polled(self.spec.name, _poll_counts(records)))
+            if bus and bus.wants(Polled):  # its counts look at every record
+                bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
+                began = time.perf_counter() if bus else 0.0
                 dispatcher.dispatch(*self._decode.poll(records))
+                took = time.perf_counter() - began if bus else 0.0
+        elif bus:
+            bus.emit(Idle(self.spec.name))
         dispatcher.settle()
+        if bus:
+            self._say_handled(len(records), took)
         self.committer.flush("poll")
+
+    def _say_handled(self, received: int, took: float) -> None:
+        """Once per poll: records received, handled since the last time (however they were
+        handed over: now, resumed after a back-off, or settled by workers), and the time."""
+        handled = self.engine.handled
+        if received or handled != self._said:
+            count, self._said = handled - self._said, handled
+            self.bus.emit(Handled(self.spec.name, received, count, took))
 
     def run_until_idle(self, limit: int = 1000) -> int:
         """Run steps until one polls nothing while nothing waits or runs; the steps taken.
@@ -210,11 +245,14 @@ class Loop:
 
 
 def _poll_counts(records: Sequence[RawRecord]) -> tuple[tuple[TopicPartition, int, int], ...]:
-    counts: dict[TopicPartition, list[int]] = {}
+    # Runs for every record of every poll someone listens to: plain tuples, one lookup each.
+    counts: dict[tuple[str, int], list[int]] = {}
+    get = counts.get
     for r in records:
-        tp = TopicPartition(r.topic(), r.partition())
-        if tp in counts:
-            counts[tp][1] += 1
+        key = (r.topic(), r.partition())
+        c = get(key)
+        if c is None:
+            counts[key] = [r.offset(), 1]
         else:
-            counts[tp] = [r.offset(), 1]
-    return tuple((tp, first, n) for tp, (first, n) in counts.items())
+            c[1] += 1
+    return tuple((TopicPartition(t, p), first, n) for (t, p), (first, n) in counts.items())

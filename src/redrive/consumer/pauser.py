@@ -60,7 +60,7 @@ class Pauser:
         if seek is not None:
             self.client.seek(tp, seek)
         if self.bus:
-            self.bus.emit(Paused(self.name, (tp,), due))
+            self.bus.emit(Paused(self.name, (tp,), due, delay))
             if seek is not None:
                 self.bus.emit(Seeked(self.name, tp, seek))
 

@@ -14,12 +14,16 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import redrive.admin as admin
 import redrive.headers as h
 from redrive.dlt.records import DeadLetterRecord, read
 from redrive.errors import ClientError, ConfigError
+from redrive.observe.tracing import sending
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 Target = Literal["origin", "retry"]
 
@@ -102,12 +106,18 @@ def replay(
     to: Target = "origin",
     dry_run: bool = False,
     force: bool = False,
+    tracer_provider: TracerProvider | None = None,
 ) -> ReplayResult:
     """Send the selected dead letters of `dlt_topic` back to their origin topic (``to=
     "origin"``, to the origin partition when it exists) or to the first retry topic of the
     origin (``to="retry"``, due at once). Dead-letter and retry headers are dropped, the
     record's own headers kept, and ``redrive_replay-of`` added. Returns what was selected,
-    sent and skipped; with ``dry_run`` nothing is sent or recorded."""
+    sent and skipped; with ``dry_run`` nothing is sent or recorded.
+
+    With OpenTelemetry installed, each replayed record gets a ``send <topic>`` span under
+    the trace context its dead letter carries (the attempt that failed last), and carries
+    that span's context, so the record's trace goes on (``tracer_provider``: the global
+    one by default)."""
     if to not in ("origin", "retry"):
         raise ConfigError("to", f"must be 'origin' or 'retry', got {to!r}")
     result = ReplayResult(dry_run=dry_run)
@@ -142,7 +152,12 @@ def replay(
             partitions[t] = admin.topic_partitions(bootstrap_servers, t)
         if partitions[t] is None:
             raise ClientError(f"replay target topic {t!r} does not exist")
-    result.sent = _send(bootstrap_servers, [(r, t, _headers(r, to)) for r, t in todo], partitions)
+    spans = [(r.headers, t, {"redrive.replay_of": f"{r.topic}/{r.partition}/{r.offset}"})
+             for r, t in todo]  # fmt: skip
+    with sending(spans, tracer_provider) as trace_headers:
+        items = [(r, t, h.with_trace(_headers(r, to), trace))
+                 for (r, t), trace in zip(todo, trace_headers, strict=True)]  # fmt: skip
+        result.sent = _send(bootstrap_servers, items, partitions)
     _record(bootstrap_servers, dlt_topic, result.sent)
     return result
 

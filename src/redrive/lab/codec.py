@@ -47,7 +47,8 @@ def to_dict(event: events.Event) -> dict[str, Any]:
     """``{"kind": "Committed", "listener": ..., "ts": ..., <fields>}``."""
     out: dict[str, Any] = {"kind": event.kind}
     for f in fields(event):
-        out[f.name] = _encode(getattr(event, f.name))
+        if not f.metadata.get("local"):  # records stay in the process
+            out[f.name] = _encode(getattr(event, f.name))
     return out
 
 

@@ -100,7 +100,10 @@ def log_events(bus: EventBus, *, commits: bool = False) -> None:
                 ", ".join(f"{tp}={pos}" for tp, pos in e.positions), e.reason,
             )  # fmt: skip
 
-    bus.subscribe(on_event)
+    # The kinds it logs: not the events of every record handled, which are then not built.
+    bus.subscribe(on_event, (Failed, BackingOff, DeadLettered, RecoveryRetrying, Skipped,
+                             RetryHop, NotDue, Started, Stopped, Assigned, Revoked, Lost,
+                             Paused, Resumed, *((Committed,) if commits else ())))  # fmt: skip
 
 
 def _seconds(s: float) -> str:

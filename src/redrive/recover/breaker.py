@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redrive.errors import ConfigError, ListenerStopped
+from redrive.events import BreakerOpened
 from redrive.message import Message
 from redrive.recover.base import Context, ListenerContext, Recoverer
 
@@ -135,6 +136,8 @@ class CircuitBreaker(Recoverer):
             breaker = "stopped by the dead-letter circuit breaker"
             text = f"listener {ctx.listener!r} {breaker}: {why}; {fate}"
             log.error("%s", text)
+            if ctx.bus:
+                ctx.bus.emit(BreakerOpened(ctx.listener, why))
             raise ListenerStopped(text) from exc
         self.recoverer.recover(msg, exc, ctx)  # raises when it failed: nothing counted
         counts.in_a_row += 1

@@ -37,7 +37,17 @@ from redrive.consumer.dispatch.base import call_handler, cause_of, run_sync
 from redrive.consumer.failures import CountedFailures, Verdict
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import BatchFailed, Defer
-from redrive.events import Acknowledged, Delivered, EventBus, Polled, Started, Stopped
+from redrive.events import (
+    Acknowledged,
+    Delivered,
+    EventBus,
+    Handled,
+    Idle,
+    Polled,
+    Started,
+    Stopped,
+    Stopping,
+)
 from redrive.message import Message
 from redrive.recover.base import ListenerContext
 from redrive.share.client import ShareClient, delivery_count
@@ -205,7 +215,10 @@ class ShareLoop:
 
     def stop(self) -> None:
         """Stop after the current record (safe from any thread)."""
+        first = not self._stop.is_set()
         self._stop.set()
+        if first and self.bus:  # probes: not ready from now on
+            self.bus.emit(Stopping(self.name))
 
     def close(self, reason: str = "stop") -> None:
         """Send the acknowledgements made, leave the group (C4)."""
@@ -239,6 +252,8 @@ class ShareLoop:
         if len(raws) < self.spec.max_poll_records:  # what it acquired is handed over
             self._acquired = None
         if not raws:
+            if self.bus:  # probes: the loop polls
+                self.bus.emit(Idle(self.name))
             return
         msgs = []
         for raw in raws:
@@ -247,6 +262,7 @@ class ShareLoop:
             msgs.append((raw, msg))
         if self.bus:
             self.bus.emit(Polled(self.name, tuple((m.tp, m.offset, 1) for _, m in msgs)))
+        handled, began = self.handled, time.perf_counter()
         try:
             todo = []
             for raw, msg in msgs:  # at the limit: its dead letter before anything else
@@ -264,6 +280,9 @@ class ShareLoop:
                     self._verdicts.append((raw, msg, self._hand_over(msg, msg)))
         finally:
             self._settle(msgs)
+        if self.bus:  # metrics and probes: once per poll
+            took = time.perf_counter() - began
+            self.bus.emit(Handled(self.name, len(msgs), self.handled - handled, took))
         if self.engine.stopped is not None:
             stopped, self.engine.stopped = self.engine.stopped, None
             raise stopped

@@ -68,8 +68,8 @@ class OnLoopThread:
         """Call the handler with `arg` (`msg`, or a batch of it alone); None: it succeeded.
         With `isolate` (a batch's attempts are used up) a failure recovers it at once."""
         parts = self.parts
-        if parts.bus:
-            parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),)))
+        if parts.bus.records:
+            parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         failure = call_handler(self._call, arg)
         if failure is None:
             parts.engine.succeeded(msg)

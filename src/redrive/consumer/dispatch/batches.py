@@ -76,9 +76,9 @@ class Batches(OnLoopThread):
         parts = self.parts
         engine = parts.engine
         while msgs:
-            if parts.bus:
+            if parts.bus.records:
                 records = tuple((m.tp, m.offset, m.attempt) for m in msgs)
-                parts.bus.emit(Delivered(parts.spec.name, records))
+                parts.bus.emit(Delivered(parts.spec.name, records, tuple(msgs)))
             try:
                 self._call(msgs)
             except ListenerStopped:
@@ -104,7 +104,7 @@ class Batches(OnLoopThread):
             except Exception as exc:
                 self._batch_failed(msgs, exc)
                 return
-            if engine.manual or parts.committer.states or parts.bus:
+            if engine.manual or parts.committer.states or parts.bus.records:
                 for m in msgs:
                     engine.succeeded(m)
             else:  # nothing to record per record: finish the batch in one step per partition

@@ -167,8 +167,8 @@ class Lanes:
             else:
                 self._release(lane)
                 return None
-        if self.bus:
-            self.bus.emit(Delivered(self.name, ((msg.tp, msg.offset, msg.attempt),)))
+        if self.bus.records:
+            self.bus.emit(Delivered(self.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         return item
 
     def _report(self, item: Item, outcome: BaseException | None) -> bool:

@@ -46,7 +46,7 @@ class Records(OnLoopThread):
         self._open, self._settled = msgs, 0
         i = 0
         try:
-            if not bus:
+            if not bus.records:
                 for msg in msgs:
                     if msg.error is not None or stopping():
                         break
@@ -59,7 +59,7 @@ class Records(OnLoopThread):
                     if msg.error is not None or stopping():
                         break
                     self._at = i
-                    emit(Delivered(name, ((msg.tp, msg.offset, msg.attempt),)))
+                    emit(Delivered(name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
                     call(msg)
                     i += 1
                     emit(Succeeded(name, msg.tp, msg.offset))
