@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -723,6 +724,9 @@ class App:
 
         Refused with ``UsageError`` while ``redrive run`` imports the App's module: guard
         the call with ``if __name__ == "__main__":``.
+
+        The process is the App's: unless the interpreter's garbage collector was tuned
+        already, its first threshold is raised (see ``tune_gc``).
         """
         refuse_run_while_importing()
         self._stopped.clear()
@@ -750,6 +754,7 @@ class App:
                 previous[sig] = signal.signal(sig, on_signal)
         waited = False
         try:
+            tune_gc()
             self._start()
             while not self._stopped.wait(0.2):
                 pass
@@ -860,3 +865,22 @@ def refuse_run_while_importing() -> None:
         'the call in the module: `if __name__ == "__main__": app.run()` (then `python` runs '
         "the file, and `redrive run` runs the App)"
     )
+
+
+GC_THRESHOLD = 20_000
+"""The first garbage-collection threshold ``App.run()`` sets (CPython's default is 700)."""
+
+
+def tune_gc() -> None:
+    """Raise the garbage collector's first threshold from CPython's default (700) to
+    ``GC_THRESHOLD``, unless someone chose a threshold already.
+
+    A consumer holds each poll's records (the client's and the ``Message`` wrapping each)
+    until they are handled: with 500-record polls that is 1,000 new objects, over 700, so
+    the default starts a collection every poll, which finds nothing to free (about 0.2 us
+    per record on the loop thread, a fifth of redrive's cost). Fewer collections free the
+    same garbage later; reference counting frees everything else at once, as before.
+    """
+    threshold = gc.get_threshold()
+    if threshold[0] == 700:
+        gc.set_threshold(GC_THRESHOLD, *threshold[1:])

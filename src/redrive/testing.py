@@ -112,6 +112,10 @@ class FakeClient:
         self.journal: list[tuple[str, object]] = []
         self.topics: tuple[str, ...] = ()
         self.closed = False
+        self.fail_async_commits = False
+        """True: asynchronous commits fail (after the call returns, as a rebalance can make
+        them), and ``failed_commits`` reports them."""
+        self._failed: list[TopicPartition] = []
         self._callbacks: tuple[RebalanceCallback, RebalanceCallback, RebalanceCallback] | None
         self._callbacks = None
         self.producer: FakeOutputs | None = None  # the loop's producer of outputs, once made
@@ -194,8 +198,15 @@ class FakeClient:
         self.waited.append(True)
 
     def commit_async(self, positions: Positions) -> None:
+        if self.fail_async_commits:
+            self._failed.extend(positions)
+            return
         self.commit(positions)  # takes effect at once here; the real client's may fail later
         self.waited[-1] = False
+
+    def failed_commits(self) -> list[TopicPartition]:
+        failed, self._failed = self._failed, []
+        return failed
 
     def store(self, positions: Positions) -> None:
         self.commit(positions)

@@ -160,3 +160,19 @@ def test_per_poll_sync_waits_for_every_poll_commit() -> None:
     loop.run_until_idle()
     assert client.waited and all(client.waited)
     assert client.committed_position("t", 0) == 2
+
+
+def test_an_asynchronous_commit_that_failed_is_asked_for_again_with_no_new_records() -> None:
+    """A poll's commit can fail after it was sent (a rebalance changed the generation); when
+    the partition has no new records there is no next commit to cover it, so the next poll
+    asks for the same position again."""
+    client = FakeClient(clock=FakeClock())
+    client.add("t", ["a", "b", "c"])
+    loop = loop_for(lambda m: None, client, max_poll_records=10)
+    loop.start()
+    client.fail_async_commits = True
+    loop.run_once()  # handles a, b, c; its commit fails
+    assert client.committed_position("t", 0) != 3
+    client.fail_async_commits = False
+    loop.run_once()  # no records: the failed commit is asked for again
+    assert client.committed_position("t", 0) == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from redrive import BackOff, Defer, Message, Retry
+from redrive.consumer.dispatch.records import Records
 from redrive.events import EventBus, Paused, Recorder, Resumed
 from redrive.message import TopicPartition
 from redrive.recover.base import Call
@@ -160,3 +161,82 @@ def test_defer_hands_the_record_over_again_when_due_counting_no_attempt() -> Non
     assert seen == [("d1", 1), ("d1", 1), ("d2", 1)]
     assert recovered == []
     assert client.committed_position("t", 0) == 2
+
+
+# -- the fast path -------------------------------------------------------------------------
+
+
+_VARYING = {"ts", "messages", "seconds", "duration"}
+
+
+def _mixed_run(mode: str) -> tuple[list[tuple[str, int]], dict[int, list[object]], list[object]]:
+    """Three partitions; records that fail once, always, defer once, or cannot be decoded,
+    amid plain ones. What the handler saw, each partition's commits, and the events."""
+    clock = FakeClock()
+    client = FakeClient(clock=clock)
+    client.add("t", ['"a1"', '"fail-once"', '"a3"', "{bad", '"a5"'], partition=0)
+    client.add("t", ['"b1"', '"always"', '"b3"'], partition=1)
+    client.add("t", ['"c1"', '"defer"', '"c3"', '"c4"'], partition=2)
+    seen: list[tuple[str, int]] = []
+    once = {"fail-once", "defer"}
+
+    def handle(msg: Message) -> None:
+        seen.append((msg.value, msg.attempt))
+        if msg.value == "always" or (msg.value == "fail-once" and "fail-once" in once):
+            once.discard("fail-once")
+            raise RuntimeError(msg.value)
+        if msg.value == "defer" and "defer" in once:
+            once.discard("defer")
+            raise Defer(2.0)
+
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    retry = Retry(backoff=BackOff.fixed(1.0, max_attempts=2), mode=mode)  # type: ignore[arg-type]
+    loop = loop_for(handle, client, clock=clock, bus=bus, max_poll_records=20, retry=retry,
+                    value_deserializer=json.loads, recoverer=Call(lambda m, e: None))  # fmt: skip
+    loop.start()
+    loop.run_until_idle()
+    commits: dict[int, list[object]] = {}
+    for c in client.committed_log:
+        for tp, entry in c.items():
+            commits.setdefault(tp.partition, []).append(entry)
+    # Committed events come in another order (a poll's partitions go live at once): their
+    # contents are the commits compared per partition
+    # times, durations and the messages themselves (other objects in each run) left out
+    events = [{k: getattr(e, k) for k in e.__slots__ if k not in _VARYING} | {"kind": e.kind}
+              for e in rec.events if e.kind != "Committed"]  # fmt: skip
+    return seen, commits, events
+
+
+def test_the_fast_path_sees_commits_and_tells_what_the_per_record_path_does(monkeypatch) -> None:
+    for mode in ("seek", "in_place"):
+        fast = _mixed_run(mode)
+        with monkeypatch.context() as m:  # every poll down the per-record path
+            m.setattr(Records, "_fast", lambda self, msgs, runs: self._one_at_a_time(msgs))
+            careful = _mixed_run(mode)
+        assert fast == careful
+        seen, commits, events = fast
+        assert ("a5", 1) in seen and ("c4", 1) in seen and ("always", 2) in seen
+        assert ("fail-once", 2) in seen and [v for v, _ in seen].count("defer") == 2
+        assert {p: c[-1][0] for p, c in commits.items()} == {0: 5, 1: 3, 2: 4}
+        kinds = [e["kind"] for e in events]
+        assert kinds.count("Delivered") == len(seen) and kinds.count("Succeeded") == 10
+
+
+def test_a_stop_inside_a_fast_poll_hands_over_nothing_more_and_commits_only_what_ran() -> None:
+    client = FakeClient(clock=FakeClock())
+    client.add("t", [f"a{i}" for i in range(5)], partition=0)
+    client.add("t", [f"b{i}" for i in range(5)], partition=1)
+    seen: list[str] = []
+
+    def handle(msg: Message) -> None:
+        seen.append(msg.value.decode())
+        if len(seen) == 7:
+            loop.stop()
+
+    loop = loop_for(handle, client, max_poll_records=10)
+    loop.start()
+    loop.run_once()
+    loop.close()
+    assert seen == ["a0", "a1", "a2", "a3", "a4", "b0", "b1"]
+    assert client.committed_position("t", 0) == 5 and client.committed_position("t", 1) == 2

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--io-records", type=int, default=d.io_records, help="I/O-bound topic size (0: skip)"
     )
     parser.add_argument("--io-delay", type=float, default=d.io_delay, help="seconds per record")
+    parser.add_argument("--workers-records", type=int, default=d.workers_records,
+                        help="records per `redrive run --workers N` run (0: skip)")  # fmt: skip
     parser.add_argument("--bootstrap-servers", help="use this cluster (default: a local broker)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -38,6 +40,7 @@ def run_bench(args: argparse.Namespace) -> int:
         records=args.records, size=args.size, partitions=args.partitions, rounds=args.rounds,
         max_poll_records=args.max_poll_records, contenders=names,
         io_records=max(0, args.io_records), io_delay=args.io_delay,
+        workers_records=max(0, args.workers_records),
     )  # fmt: skip
     result = run(args.bootstrap_servers, opts)
     print(json.dumps(result, indent=2) if args.json else table(result))

@@ -48,6 +48,8 @@ class Meter:
     t1: float = 0.0
     cpu0: float = 0.0
     cpu1: float = 0.0
+    thread0: float = 0.0  # CPU of the thread that handles the records (the loop thread)
+    thread1: float = 0.0
     rss: list[tuple[float, float]] = field(default_factory=list)  # (fraction done, MiB)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -56,11 +58,13 @@ class Meter:
         if c == 0:
             self.t0 = time.perf_counter()
             self.cpu0 = time.process_time()
+            self.thread0 = time.thread_time()
         c += 1
         self.count = c
         if c == self.n:
             self.t1 = time.perf_counter()
             self.cpu1 = time.process_time()
+            self.thread1 = time.thread_time()
             self.done.set()
 
     def sample(self) -> None:
@@ -81,9 +85,14 @@ class Meter:
             "seconds": elapsed,
             "records_per_s": self.n / elapsed if elapsed > 0 else 0.0,
             "cpu_s": self.cpu1 - self.cpu0,
+            "thread_cpu_s": self.thread1 - self.thread0,
             "rss_mib": [[round(f, 2), round(m, 1)] for f, m in self.rss],
             "peak_rss_mib": round(peak_rss_mib(), 1),
+            **self.external,
         }
+
+    external: dict[str, Any] = field(default_factory=dict)
+    """Figures of a contender measured elsewhere (they replace or add to this one's)."""
 
 
 def peak_rss_mib() -> float:
@@ -157,12 +166,14 @@ def _app(job: Job) -> Any:
 
 
 def _run_app(app: Any, meter: Meter) -> None:
-    app.start()
-    try:
+    """``app.run()``, as ``redrive run`` does, stopped once the meter has seen every record."""
+
+    def stop_when_done() -> None:
         meter.done.wait()
-    finally:
         app.stop()
-        app.join(120)
+
+    threading.Thread(target=stop_when_done, daemon=True).start()
+    app.run()
 
 
 def redrive_record(job: Job, meter: Meter) -> None:
@@ -267,9 +278,13 @@ def redrive_io(job: Job, meter: Meter) -> None:
     app = _app(job)
     delay = job.delay
     hit = meter.hit
+    waited = [0.0, 0]  # how long the awaits took in fact, and how many
 
     async def handle(msg: Any) -> None:
+        t0 = time.perf_counter()
         await asyncio.sleep(delay)
+        waited[0] += time.perf_counter() - t0
+        waited[1] += 1
         hit(msg)
 
     app.listener(
@@ -279,6 +294,7 @@ def redrive_io(job: Job, meter: Meter) -> None:
         ordering=job.ordering,
     )(handle)
     _run_app(app, meter)
+    meter.external = {"await_s": waited[0] / max(1, waited[1])}
 
 
 # -- peers -----------------------------------------------------------------------------
@@ -346,10 +362,31 @@ def faststream_confluent(job: Job, meter: Meter) -> None:
     _faststream("faststream.confluent", job, meter)
 
 
+def java_consumer(job: Job, meter: Meter) -> None:
+    """Apache Kafka's Java consumer: ``ConsumerPerformance`` from kafka-tools (its defaults:
+    ``max.poll.records`` 500, offsets committed automatically every 5 s), in a JVM of its
+    own. CPU seconds: the JVM's, less those of a JVM that reads a single record (start-up,
+    group join)."""
+    from redrive.bench.java import consumer_performance
+
+    start = consumer_performance(job.bootstrap, job.topic, f"{job.group}-start", 1)
+    run = consumer_performance(job.bootstrap, job.topic, job.group, job.records)
+    meter.external = {
+        "records": run.records,
+        "seconds": run.seconds,
+        "records_per_s": run.records / run.seconds if run.seconds > 0 else 0.0,
+        "cpu_s": max(0.0, run.cpu_s - start.cpu_s),
+        "thread_cpu_s": None,
+        "rss_mib": [],
+        "peak_rss_mib": round(run.peak_rss_mib, 1),
+    }
+    meter.done.set()
+
+
 Contender = Callable[[Job, Meter], None]
 
 CONTENDERS: dict[str, tuple[Contender, str | None]] = {
-    # name: (function, Python module it needs beyond redrive's own dependencies)
+    # name: (function, Python module it needs beyond redrive's own dependencies, or "java")
     "tuned": (tuned, None),
     "no-commit": (no_commit, None),
     "baseline": (baseline, None),
@@ -363,5 +400,6 @@ CONTENDERS: dict[str, tuple[Contender, str | None]] = {
     "faststream-aiokafka": (faststream_aiokafka, "faststream"),
     "faststream-confluent": (faststream_confluent, "faststream"),
     "aiokafka-getmany": (aiokafka_getmany, "aiokafka"),
+    "java-consumer": (java_consumer, "java"),
     "redrive-io": (redrive_io, None),
 }

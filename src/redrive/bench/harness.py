@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 import redrive.admin as admin
+from redrive.bench import scaling
 from redrive.bench.contenders import CONTENDERS, Job
 from redrive.errors import ClientError
 
@@ -37,7 +39,8 @@ REFERENCE = "tuned"
 THROUGHPUT = ["tuned", "no-commit", "baseline", "redrive-record", "redrive-batch",
               "redrive-record+bus", "redrive-record+metrics", "redrive-record+tracing",
               "faststream-aiokafka", "faststream-confluent",
-              "aiokafka-getmany", "redrive-outputs", "redrive-transaction"]  # fmt: skip
+              "aiokafka-getmany", "redrive-outputs", "redrive-transaction",
+              "java-consumer"]  # fmt: skip
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Options:
     io_delay: float = 0.005
     io_keys: int = 1000
     io_concurrency: int = 64
+    workers_records: int = 100_000  # records per `redrive run --workers N` run (0: skip)
     timeout: float = 900.0  # per child process
 
 
@@ -62,6 +66,9 @@ class IoCase:
     ordering: str
     share: int  # reads io_records // share records (sequential is slow)
 
+
+WORKERS = (1, 2)
+"""``redrive run --workers N`` with a CPU-bound handler: these N."""
 
 IO_CASES = [
     IoCase("sequential", 1, "partition", 20),
@@ -97,11 +104,12 @@ def _run(bootstrap: str, opts: Options) -> dict[str, Any]:
     fill(bootstrap, topic, opts.records, opts.size, keys=opts.io_keys)
     if opts.io_records:
         fill(bootstrap, io_topic, opts.io_records, opts.size, keys=opts.io_keys)
-    available = [c for c in opts.contenders if _installed(c)]
-    skipped = {c: "not installed (pip install 'redrive[bench]')" for c in opts.contenders
-               if c not in available}  # fmt: skip
+    skipped = {c: why for c in opts.contenders if (why := _missing(c))}
+    available = [c for c in opts.contenders if c not in skipped]
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in available}
     io_runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in IO_CASES}
+    worker_runs: dict[int, list[dict[str, Any]]] = {n: [] for n in WORKERS}
+    spin = scaling.calibrate() if opts.workers_records else 0
     for rnd in range(opts.rounds):
         order = available if rnd % 2 == 0 else available[::-1]  # alternate the order too
         for name in order:
@@ -114,12 +122,38 @@ def _run(bootstrap: str, opts: Options) -> dict[str, Any]:
                       n, opts.max_poll_records, opts.io_delay, case.concurrency,
                       case.ordering)  # fmt: skip
             io_runs[case.name].append(run_child(job, opts.timeout))
-    return report(opts, runs, io_runs, skipped)
+        for n in WORKERS if opts.workers_records else ():
+            name = f"redrive-bench-workers-{tag}-{n}-{rnd}"
+            admin.create_topics(bootstrap, {name: opts.partitions})
+
+            def fill_it(name: str = name) -> None:
+                fill(bootstrap, name, opts.workers_records, opts.size, keys=opts.io_keys)
+
+            run = scaling.run_workers(bootstrap, name, name, n, opts.workers_records, spin, fill_it)
+            worker_runs[n].append(run)
+    result = report(opts, runs, io_runs, skipped)
+    result["workers"] = workers_report(opts, worker_runs, spin)
+    return result
 
 
-def _installed(contender: str) -> bool:
+def _missing(contender: str) -> str | None:
+    """Why `contender` cannot run here, or None."""
     needs = CONTENDERS[contender][1]
-    return needs is None or importlib.util.find_spec(needs) is not None
+    if needs == "java":
+        if shutil.which("java") is None:
+            return "no java on PATH (Java 17 or newer)"
+        if shutil.which("mvn") is None and not _tools_resolved():
+            return "no mvn on PATH (Maven resolves kafka-tools once)"
+        return None
+    if needs is None or importlib.util.find_spec(needs) is not None:
+        return None
+    return "not installed (pip install 'redrive[bench]')"
+
+
+def _tools_resolved() -> bool:
+    from redrive.bench.java import tools_resolved
+
+    return tools_resolved()
 
 
 def fill(bootstrap: str, topic: str, n: int, size: int, *, keys: int) -> None:
@@ -170,6 +204,12 @@ def run_child(job: Job, timeout: float) -> dict[str, Any]:
     return result
 
 
+def _per_record_us(values: Sequence[float | None], records: int) -> float | None:
+    """CPU of the handling thread per record (median), in microseconds."""
+    known = [v for v in values if v is not None]
+    return round(_median(known) / records * 1e6, 3) if known and records else None
+
+
 def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
@@ -189,6 +229,7 @@ def report(
             "contender": name,
             "records_per_s": round(rate),
             "cpu_s": round(_median([r["cpu_s"] for r in results]), 2),
+            "thread_us": _per_record_us([r.get("thread_cpu_s") for r in results], opts.records),
             "peak_rss_mib": round(max(rss), 1) if rss else None,
             "rss_first_last_mib": _first_last(results),
             "ratio": round(rate / base, 3) if base else None,
@@ -200,11 +241,17 @@ def report(
         if not results:
             continue
         rate = _median([r["records_per_s"] for r in results])
+        # what one await took in fact (asyncio's timers overshoot): the handler's own bound
+        await_s = _median([r.get("await_s", 0.0) for r in results])
+        lanes = {"sequential": 1, "ordering=partition": min(opts.io_concurrency, opts.partitions)}
+        concurrency = lanes.get(name, opts.io_concurrency)  # records that can run at once
         io_rows.append({
             "mode": name,
             "records": results[0]["records"],
             "records_per_s": round(rate),
             "of_ideal": round(rate / ideal, 3) if ideal else None,
+            "await_ms": round(await_s * 1000, 2),
+            "of_await_bound": round(rate * await_s / concurrency, 3),
             "rounds": [round(r["records_per_s"]) for r in results],
         })  # fmt: skip
     return {
@@ -228,6 +275,29 @@ def report(
             "ideal_records_per_s": ideal,
             "modes": io_rows,
         },  # fmt: skip
+    }
+
+
+def workers_report(
+    opts: Options, runs: dict[int, list[dict[str, Any]]], spin: int
+) -> dict[str, Any]:
+    """`redrive run --workers N` with a CPU-bound handler: medians, and N=2 over N=1."""
+    modes: list[dict[str, Any]] = []
+    for n, results in runs.items():
+        if results:
+            modes.append({
+                "workers": n,
+                "records_per_s": round(_median([r["records_per_s"] for r in results])),
+                "cpu_s": round(_median([r["cpu_s"] for r in results]), 2),
+                "rounds": [round(r["records_per_s"]) for r in results],
+            })  # fmt: skip
+    rates = {m["workers"]: m["records_per_s"] for m in modes}
+    return {
+        "records": opts.workers_records,
+        "handler_us": scaling.TARGET_US,
+        "spin": spin,
+        "modes": modes,
+        "scaling": round(rates[2] / rates[1], 3) if rates.get(1) and 2 in rates else None,
     }
 
 
@@ -262,18 +332,20 @@ def table(result: dict[str, Any]) -> str:
         f"{s['records']:,} records of {s['size']} bytes on {s['partitions']} partitions, "
         f"max_poll_records {s['max_poll_records']}, median of {s['rounds']} rounds",
         "",
-        f"| contender | records/s | ratio to {REFERENCE} | CPU s | peak RSS MiB "
-        "| RSS early → end |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        f"| contender | records/s | ratio to {REFERENCE} | CPU s | handling thread us/record "
+        "| peak RSS MiB | RSS early → end |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in result["throughput"]:
         fl = r["rss_first_last_mib"]
+        thread = r.get("thread_us")
         lines.append(
             f"| {r['contender']} | {r['records_per_s']:,} | {r['ratio']} | {r['cpu_s']} | "
-            f"{r['peak_rss_mib']} | {f'{fl[0]} → {fl[1]}' if fl else '-'} |"
+            f"{'-' if thread is None else thread} | {r['peak_rss_mib']} | "
+            f"{f'{fl[0]} → {fl[1]}' if fl else '-'} |"
         )
     for name, why in result["skipped"].items():
-        lines.append(f"| {name} | skipped: {why} | | | | |")
+        lines.append(f"| {name} | skipped: {why} | | | | | |")
     io = result["io"]
     if io["modes"]:
         lines += [
@@ -282,11 +354,27 @@ def table(result: dict[str, Any]) -> str:
             f"{s['partitions']} partitions, {io['keys']:,} keys; ideal = "
             f"{io['concurrency']} / {io['delay_s']:g} s = {io['ideal_records_per_s']:,.0f}/s",
             "",
-            "| mode | records | records/s | of ideal |",
-            "| --- | ---: | ---: | ---: |",
+            "| mode | records | records/s | of ideal | one await took (ms) "
+            "| of what can run at once / that |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for m in io["modes"]:
             lines.append(
-                f"| {m['mode']} | {m['records']:,} | {m['records_per_s']:,} | {m['of_ideal']} |"
+                f"| {m['mode']} | {m['records']:,} | {m['records_per_s']:,} | {m['of_ideal']} "
+                f"| {m['await_ms']} | {m['of_await_bound']} |"
             )
+    w = result.get("workers")
+    if w and w["modes"]:
+        lines += [
+            "",
+            f"`redrive run --workers N`, a record listener burning about {w['handler_us']:g} us "
+            f"of CPU per record, {w['records']:,} records per run:",
+            "",
+            "| workers | records/s | CPU s (all processes, start-up included) |",
+            "| ---: | ---: | ---: |",
+        ]
+        for m in w["modes"]:
+            lines.append(f"| {m['workers']} | {m['records_per_s']:,} | {m['cpu_s']} |")
+        if w["scaling"] is not None:
+            lines += ["", f"--workers 2 / --workers 1: {w['scaling']}"]
     return "\n".join(lines)

@@ -161,25 +161,31 @@ def resolve_jars(version: str = KAFKA_VERSION, cache: Path | None = None) -> Pat
     concurrent first calls (parallel test sessions) safe.
     """
     home = (cache or cache_root()) / "kafka" / version
+    pom = _POM.format(kafka=version, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION)
+    hint = ", or set REDRIVE_BOOTSTRAP_SERVERS to use an existing Kafka cluster"
+    return maven_libs(home, pom, f"kafka_2.13-{version}.jar", f"Apache Kafka {version}", hint=hint)
+
+
+def maven_libs(home: Path, pom: str, marker: str, what: str, *, hint: str = "") -> Path:
+    """``home/libs``: the runtime jars of the project `pom`, resolved with Maven once (the
+    jar `marker` tells they are there); a file lock makes concurrent first calls safe.
+    `hint` ends the advice given when Maven is missing."""
     libs = home / "libs"
-    if (libs / f"kafka_2.13-{version}.jar").exists():
+    if (libs / marker).exists():
         return libs
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (libs / f"kafka_2.13-{version}.jar").exists():
+        if (libs / marker).exists():
             return libs
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError(
-                f"Maven (`mvn`) is needed once to download Apache Kafka {version} from Maven "
+                f"Maven (`mvn`) is needed once to download {what} from Maven "
                 f"Central into {home}, and it was not found on PATH. Install Maven (e.g. "
-                "`apt-get install maven`), or set REDRIVE_BOOTSTRAP_SERVERS to use an "
-                "existing Kafka cluster."
+                f"`apt-get install maven`){hint}."
             )
-        (home / "pom.xml").write_text(
-            _POM.format(kafka=version, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION)
-        )
+        (home / "pom.xml").write_text(pom)
         staging = home / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         repo = home / "m2"
@@ -192,7 +198,7 @@ def resolve_jars(version: str = KAFKA_VERSION, cache: Path | None = None) -> Pat
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BrokerError(
-                f"Maven could not resolve Apache Kafka {version} from Maven Central "
+                f"Maven could not resolve {what} from Maven Central "
                 f"(exit {proc.returncode}):\n{tail}"
             )
         shutil.rmtree(libs, ignore_errors=True)

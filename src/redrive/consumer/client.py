@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KTopicPartition
 
 from redrive.errors import ClientError, CommitFailed, ConfigError, KafkaUnavailable
-from redrive.message import TopicPartition
+from redrive.message import RawRecord, TopicPartition
 from redrive.observe.logs import kafka_logging
 
 if TYPE_CHECKING:
@@ -26,18 +26,7 @@ log = logging.getLogger("redrive.client")
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 Positions = Mapping[TopicPartition, tuple[int, str | None]]
 
-
-class RawRecord(Protocol):
-    """What a poll returns: confluent-kafka's Message, or a fake with the same methods."""
-
-    def topic(self) -> str: ...
-    def partition(self) -> int: ...
-    def offset(self) -> int: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
-    def error(self) -> Any: ...
+__all__ = ["Client", "ConfluentClient", "Positions", "RawRecord", "RebalanceCallback"]
 
 
 class Client(Protocol):
@@ -58,8 +47,11 @@ class Client(Protocol):
         """Commit synchronously; raise ClientError on failure."""
 
     def commit_async(self, positions: Positions) -> None:
-        """Ask for a commit and return at once; a failure is logged, and the next commit
-        (positions only increase) covers it."""
+        """Ask for a commit and return at once; ``failed_commits`` reports a failure."""
+
+    def failed_commits(self) -> list[TopicPartition]:
+        """The partitions whose asynchronous commit failed since the last call (they are
+        asked for again: a partition with no new records has no next commit to cover it)."""
 
     def store(self, positions: Positions) -> None:
         """Store positions for the client's background (interval) commit."""
@@ -85,6 +77,8 @@ def _ktp(tp: TopicPartition, offset: int = -1001, metadata: str | None = None) -
         return KTopicPartition(tp.topic, tp.partition, offset)
     return KTopicPartition(tp.topic, tp.partition, offset, metadata)
 
+
+_error = Message.error  # in C: a record's error, or None
 
 # Errors librdkafka reports through poll that are informational or retried by the client.
 _BENIGN = {KafkaError._PARTITION_EOF}
@@ -158,8 +152,21 @@ class ConfluentClient:
 
             interval_ms = max(1, int(lag_interval * 1000))
             config = {**config, "statistics.interval.ms": interval_ms, "stats_cb": on_stats}
-        self._consumer = make_consumer(config)
+        self._consumer = make_consumer({**config, "on_commit": self._on_commit})
         self._fatal: KafkaError | None = None
+        self._failed: list[TopicPartition] = []  # asynchronous commits that failed
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[KTopicPartition]) -> None:
+        """A commit's outcome (served inside poll, on the loop thread)."""
+        failed = [p for p in partitions if err is not None or p.error is not None]
+        if failed:
+            why = err if err is not None else failed[0].error
+            log.debug("commit of %d partition(s) failed: %s (asked again)", len(failed), why)
+            self._failed.extend(TopicPartition(p.topic, p.partition) for p in failed)
+
+    def failed_commits(self) -> list[TopicPartition]:
+        failed, self._failed = self._failed, []
+        return failed
 
     def check(self, timeout: float) -> None:
         """Raise KafkaUnavailable when no broker answers a metadata request in time."""
@@ -197,9 +204,8 @@ class ConfluentClient:
                     records += consume(max_records - 1, 0)
         except KafkaException as exc:
             raise ClientError(f"poll failed: {exc.args[0]}") from None
-        for r in records:
-            if r.error() is not None:  # rare: filter only when an error is present
-                return self._drop_errors(records)
+        if any(map(_error, records)):  # rare: filter only when an error is present
+            return self._drop_errors(records)
         return records
 
     def _drop_errors(self, records: list[Any]) -> list[RawRecord]:
@@ -233,8 +239,9 @@ class ConfluentClient:
         offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as exc:  # e.g. a partition revoked meanwhile: the next covers it
+        except KafkaException as exc:  # e.g. a partition revoked meanwhile
             log.debug("asynchronous commit not sent: %s", exc.args[0])
+            self._failed.extend(positions)
 
     def store(self, positions: Positions) -> None:
         offsets = [_ktp(tp, pos, meta) for tp, (pos, meta) in positions.items()]

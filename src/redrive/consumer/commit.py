@@ -11,9 +11,10 @@ Whatever the policy, a committed position never passes a record without a final 
     Commit.transaction()       # outputs, dead letters and positions in one Kafka transaction
 
 The default per-poll commit does not wait for the broker: positions only ever increase and
-never pass an unfinished record, so a commit that fails is covered by the next one, and a
-crash can only lose the last poll's commit (those records are handled again). Commits on
-revocation, on shutdown, for attempt state and for dead-letter hand-offs always wait.
+never pass an unfinished record, so a commit that fails is covered by the next one (or
+asked for again at the next poll), and a crash can only lose the last poll's commit (those
+records are handled again). Commits on revocation, on shutdown, for attempt state and for
+dead-letter hand-offs always wait.
 """
 
 from __future__ import annotations

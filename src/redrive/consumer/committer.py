@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from redrive.consumer.client import Client
 from redrive.consumer.commit import Commit
-from redrive.consumer.offsets import OffsetTracker
+from redrive.consumer.offsets import OffsetTracker, Runs
 from redrive.errors import CommitFailed
 from redrive.events import CommitRetrying, Committed, EventBus
 from redrive.message import Message, TopicPartition
@@ -60,6 +60,7 @@ class Committer:
         self._background = policy.background_interval is not None
         self._ask = not policy.wait  # poll commits are asked for, not waited on
         self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
+        self._no_states = {False: encode({}, self.window), True: encode({}, 0)}  # by `clean`
         self._took = 0.0  # seconds the last commit call took (for its Committed event)
 
     publisher: Publisher | None = None
@@ -94,15 +95,18 @@ class Committer:
         if self.window and msg.tp not in self._live:
             self._go_live()
 
-    def deliver_many(self, msgs: Iterable[Message]) -> None:
-        self.tracker.deliver_many(msgs)
+    def deliver_many(self, msgs: Iterable[Message], runs: Runs | None = None) -> Runs:
+        """``deliver`` each of `msgs` in one step per partition; their offsets per partition
+        (`runs` if known already; give them to ``finish_many`` of the same records)."""
+        runs = self.tracker.deliver_many(msgs, runs)
         if self.window and len(self._live) != len(self.tracker.partitions):
             self._go_live()
+        return runs
 
     def _go_live(self) -> None:
         """Before the first records of a partition are handled in this assignment, commit
         its position with our window: should we die in it, the next owner knows."""
-        for tp in self.tracker.partitions.keys() - self._live:
+        for tp in [tp for tp in self.tracker.partitions if tp not in self._live]:
             self._live.add(tp)
             pos = self.tracker.of(tp).position()
             if pos is not None and self._committed.get(tp) != (pos, self._metadata(tp, pos, False)):
@@ -111,8 +115,8 @@ class Committer:
     def finish(self, msg: Message) -> None:
         self.tracker.finish(msg.tp, msg.offset)
 
-    def finish_many(self, msgs: Iterable[Message]) -> None:
-        self.tracker.finish_many(msgs)
+    def finish_many(self, msgs: Iterable[Message], runs: Runs | None = None) -> None:
+        self.tracker.finish_many(msgs, runs)
 
     def recovered(self, msg: Message) -> None:
         """Final without being handled: remembered, so a rewind cannot recover it again."""
@@ -145,7 +149,9 @@ class Committer:
         if not self.persist:
             return None
         states = self.states.get(tp)
-        records = {o: s for o, s in states.items() if o >= pos} if states else {}
+        if not states:  # the common case, once per partition and poll: always the same
+            return self._no_states[clean]
+        records = {o: s for o, s in states.items() if o >= pos}
         return encode(records, 0 if clean else self.window)
 
     def clear_marks(self) -> None:
@@ -169,6 +175,9 @@ class Committer:
         no window, so a new owner does not take the previous one for dead.
         """
         self.drain_acks()
+        if self._ask:  # an asynchronous commit that failed: ask for it again
+            for tp in self.client.failed_commits():
+                self._stored.pop(tp, None)
         payload: Payload = {}
         # Commits that are not waited on compare with what was asked; a waiting one (revoke,
         # stop) with what is known to be committed, so it is sent again if in doubt.

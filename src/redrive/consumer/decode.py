@@ -2,50 +2,54 @@
 
 from __future__ import annotations
 
-from redrive.consumer.client import RawRecord
+from redrive.consumer.offsets import Runs
 from redrive.errors import DeserializationError
-from redrive.message import Message, TopicPartition
+from redrive.message import Message, RawRecord, TopicPartition, wrap
 from redrive.serde import Deserializer
 
 
 class Decoder:
-    """Builds messages; one ``TopicPartition`` per partition, not one per record."""
+    """Builds messages; one ``TopicPartition`` per partition, not one per record. Without
+    deserializers a message's key and value are the record's bytes, read when asked for."""
 
-    def __init__(self, key: Deserializer | None, value: Deserializer | None) -> None:
+    def __init__(
+        self, key: Deserializer | None, value: Deserializer | None, *, one_topic: bool = False
+    ) -> None:
         self.key = key
         self.value = value
-        self._decode = key is not None or value is not None
-        self._tps: dict[str, dict[int, TopicPartition]] = {}
+        self.decodes = key is not None or value is not None
+        """False: no message this decoder builds has an ``error``."""
+        self._one_topic = one_topic
+        self._tps: dict[tuple[str, int], TopicPartition] = {}
 
-    def __call__(self, raw: RawRecord) -> Message:
-        key = raw.key()
-        value = raw.value()
-        ts_type, ts = raw.timestamp()
-        headers = raw.headers()
-        topic = raw.topic()
-        partition = raw.partition()
-        tps = self._tps.get(topic)
-        tp = tps.get(partition) if tps is not None else None
+    def tp(self, topic: str, partition: int) -> TopicPartition:
+        tp = self._tps.get((topic, partition))
         if tp is None:
-            tp = self._tps.setdefault(topic, {}).setdefault(
-                partition, TopicPartition(topic, partition)
+            tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+        return tp
+
+    def __call__(self, record: RawRecord) -> Message:
+        """The message of one record."""
+        return self.poll([record])[0][0]
+
+    def poll(self, records: list[RawRecord]) -> tuple[list[Message], Runs]:
+        """The messages of one poll, and their offsets per partition."""
+        msgs, runs = wrap(records, self.tp, one_topic=self._one_topic)
+        if self.decodes:
+            for msg in msgs:
+                self._decode(msg)
+        return msgs, runs
+
+    def _decode(self, msg: Message) -> None:
+        try:
+            if self.key is not None:
+                msg.key = self.key(msg.raw_key)
+            if self.value is not None:
+                msg.value = self.value(msg.raw_value)
+        except Exception as exc:
+            err = DeserializationError(
+                f"{msg.topic}[{msg.partition}]@{msg.offset} could not be decoded: "
+                f"{type(exc).__name__}: {exc}"
             )
-        msg = Message(
-            topic, partition, raw.offset(), key, value,
-            raw_key=key, raw_value=value, headers=tuple(headers) if headers else (),
-            timestamp=ts, timestamp_type=ts_type, tp=tp,
-        )  # fmt: skip
-        if self._decode:
-            try:
-                if self.key is not None:
-                    msg.key = self.key(key)
-                if self.value is not None:
-                    msg.value = self.value(value)
-            except Exception as exc:
-                err = DeserializationError(
-                    f"{msg.topic}[{msg.partition}]@{msg.offset} could not be decoded: "
-                    f"{type(exc).__name__}: {exc}"
-                )
-                err.__cause__ = exc
-                msg.error = err
-        return msg
+            err.__cause__ = exc
+            msg.error = err

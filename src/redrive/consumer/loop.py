@@ -83,7 +83,8 @@ class Loop:
             ConcurrentRecords(parts, client) if concurrent
             else Batches(parts) if spec.batch else Records(parts)
         )  # fmt: skip
-        self._decode = Decoder(spec.key_deserializer, spec.value_deserializer)
+        self._decode = Decoder(spec.key_deserializer, spec.value_deserializer,
+                               one_topic=len(spec.topics) == 1)  # fmt: skip
 
     @property
     def handled(self) -> int:
@@ -171,7 +172,7 @@ class Loop:
                 bus.emit(Polled(self.spec.name, _poll_counts(records)))
             if not self._stopping:
                 began = time.perf_counter() if bus else 0.0
-                dispatcher.dispatch(list(map(self._decode, records)))
+                dispatcher.dispatch(*self._decode.poll(records))
                 took = time.perf_counter() - began if bus else 0.0
         elif bus:
             bus.emit(Idle(self.spec.name))

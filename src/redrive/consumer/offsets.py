@@ -12,6 +12,9 @@ from collections.abc import Iterable
 
 from redrive.message import Message, TopicPartition
 
+Runs = dict[TopicPartition, list[int]]
+"""The offsets of some records, partition by partition, ascending."""
+
 
 class PartitionOffsets:
     __slots__ = ("pending", "finished", "high")
@@ -31,12 +34,10 @@ class PartitionOffsets:
         """Deliver ascending offsets of one poll (Kafka returns a partition's records in
         offset order); the same as ``deliver`` for each, in one step when none is a
         redelivery."""
-        if offsets[0] > self.high:
-            self.pending.extend(offsets)
-            self.high = offsets[-1]
-        else:
-            for o in offsets:
-                self.deliver(o)
+        if offsets[0] <= self.high:  # a redelivery after a seek: forget what lies beyond
+            self.reset_to(offsets[0])
+        self.pending.extend(offsets)
+        self.high = offsets[-1]
 
     def finish_run(self, offsets: list[int]) -> None:
         """The same as ``finish`` for each of `offsets` (ascending, delivered, not yet
@@ -91,15 +92,20 @@ class OffsetTracker:
         if p is not None:
             p.finish(offset)
 
-    def deliver_many(self, msgs: Iterable[Message]) -> None:
-        """``deliver`` every record of one poll, partition by partition (hot path)."""
-        for tp, offsets in _runs(msgs).items():
+    def deliver_many(self, msgs: Iterable[Message], runs: Runs | None = None) -> Runs:
+        """``deliver`` every record of one poll, partition by partition (hot path); the
+        offsets of each partition (`runs`, if known already), for ``finish_many``."""
+        if runs is None:
+            runs = runs_of(msgs)
+        for tp, offsets in runs.items():
             self.of(tp).deliver_run(offsets)
+        return runs
 
-    def finish_many(self, msgs: Iterable[Message]) -> None:
-        """``finish`` every record of a handled batch, partition by partition (hot path)."""
+    def finish_many(self, msgs: Iterable[Message], runs: Runs | None = None) -> None:
+        """``finish`` every record of a handled batch, partition by partition (hot path);
+        `runs`: what ``deliver_many`` of the same records returned."""
         partitions = self.partitions
-        for tp, offsets in _runs(msgs).items():
+        for tp, offsets in (runs_of(msgs) if runs is None else runs).items():
             p = partitions.get(tp)
             if p is not None:
                 p.finish_run(offsets)
@@ -116,12 +122,18 @@ class OffsetTracker:
         self.partitions.pop(tp, None)
 
 
-def _runs(msgs: Iterable[Message]) -> dict[TopicPartition, list[int]]:
-    runs: dict[TopicPartition, list[int]] = {}
+def runs_of(msgs: Iterable[Message]) -> Runs:
+    """The offsets of `msgs`, partition by partition, in their order."""
+    runs: Runs = {}
+    last: TopicPartition | None = None
+    append = None
     for m in msgs:
-        run = runs.get(m.tp)
-        if run is None:
-            runs[m.tp] = [m.offset]
-        else:
-            run.append(m.offset)
+        tp = m.tp
+        if tp is not last:  # a poll holds runs of one partition's records
+            last = tp
+            run = runs.get(tp)
+            if run is None:
+                run = runs[tp] = []
+            append = run.append
+        append(m.offset)  # type: ignore[misc]
     return runs

@@ -37,6 +37,7 @@ from typing import Any
 from redrive.consumer.client import Client
 from redrive.consumer.commit import Commit
 from redrive.consumer.committer import Committer, Payload
+from redrive.consumer.offsets import Runs
 from redrive.consumer.pauser import Pauser
 from redrive.consumer.producer import OutputProducer
 from redrive.consumer.spec import ListenerSpec
@@ -193,10 +194,11 @@ class OutputCommitter(Committer):
             self._base[msg.tp] = msg.offset
         Committer.deliver(self, msg)
 
-    def deliver_many(self, msgs: Iterable[Message]) -> None:
-        super().deliver_many(msgs)
+    def deliver_many(self, msgs: Iterable[Message], runs: Runs | None = None) -> Runs:
+        runs = super().deliver_many(msgs, runs)
         if not self.window and not self._base.keys() >= self.tracker.partitions.keys():
             self._note_bases()
+        return runs
 
     def _go_live(self) -> None:
         self._note_bases()

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from redrive.consumer.committer import Committer
 from redrive.consumer.failures import FailureHandler, Hold
+from redrive.consumer.offsets import Runs
 from redrive.consumer.pauser import Parked, Pauser
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import BatchFailed, Defer, ListenerStopped
@@ -36,8 +37,8 @@ class Dispatcher(Protocol):
     def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
         """The timeout and record count of the next poll."""
 
-    def dispatch(self, msgs: Sequence[Message]) -> None:
-        """Hand over the records of one poll."""
+    def dispatch(self, msgs: Sequence[Message], runs: Runs | None = None) -> None:
+        """Hand over the records of one poll; `runs`: their offsets per partition."""
 
     def resumed(self, parked: Parked) -> None:
         """A parked entry is due: hand its records over again."""
@@ -67,18 +68,22 @@ class OnLoopThread:
         """Call the handler with `arg` (`msg`, or a batch of it alone); None: it succeeded.
         With `isolate` (a batch's attempts are used up) a failure recovers it at once."""
         parts = self.parts
-        engine = parts.engine
         if parts.bus.records:
             parts.bus.emit(Delivered(parts.spec.name, ((msg.tp, msg.offset, msg.attempt),), (msg,)))
         failure = call_handler(self._call, arg)
         if failure is None:
-            engine.succeeded(msg)
+            parts.engine.succeeded(msg)
             return None
-        if isinstance(failure, Defer):  # "not yet" is no failure: wait, counting no attempt
-            return engine.wait(msg, failure.delay)
+        return self.outcome(msg, failure, isolate)
+
+    def outcome(self, msg: Message, exc: Exception, isolate: int | None = None) -> Hold:
+        """What becomes of `msg`, whose handler raised `exc`."""
+        engine = self.parts.engine
+        if isinstance(exc, Defer):  # "not yet" is no failure: wait, counting no attempt
+            return engine.wait(msg, exc.delay)
         if isolate is None:
-            return engine.failed(msg, cause_of(failure))
-        return engine.give_up(msg, cause_of(failure), isolate)
+            return engine.failed(msg, cause_of(exc))
+        return engine.give_up(msg, cause_of(exc), isolate)
 
     def before_poll(self, timeout: float, max_records: int) -> tuple[float, int]:
         return timeout, max_records

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from redrive.consumer.dispatch.base import OnLoopThread, park
+from redrive.consumer.dispatch.base import OnLoopThread, Parts, park
 from redrive.consumer.failures import Hold
+from redrive.consumer.offsets import Runs
 from redrive.consumer.pauser import Parked
 from redrive.errors import BatchFailed, Defer, ListenerStopped
 from redrive.events import Delivered
@@ -25,25 +26,34 @@ log = logging.getLogger("redrive.loop")
 
 
 class Batches(OnLoopThread):
-    def dispatch(self, msgs: Sequence[Message]) -> None:
+    def __init__(self, parts: Parts) -> None:
+        super().__init__(parts)
+        spec = parts.spec
+        self._decodes = spec.key_deserializer is not None or spec.value_deserializer is not None
+
+    def dispatch(self, msgs: Sequence[Message], runs: Runs | None = None) -> None:
         parts = self.parts
         pauser, engine, committer = parts.pauser, parts.engine, parts.committer
         if parts.stopping():
             return
-        batch = [m for m in msgs if m.tp not in pauser] if pauser.parked else list(msgs)
+        if pauser.parked:
+            batch, runs = [m for m in msgs if m.tp not in pauser], None
+        else:
+            batch = list(msgs)
         if not batch:
             return
-        committer.deliver_many(batch)
+        runs = committer.deliver_many(batch, runs)
         if engine.careful:
             careful = engine.careful.keys() & {m.tp for m in batch}
             if careful:
                 self._one_by_one([m for m in batch if m.tp in careful], None)
                 batch = [m for m in batch if m.tp not in careful]
+                runs = None
         if committer.states or committer.has_final or committer.stale_marks or engine.due_times:
-            batch = self._gate(batch)
-        elif engine.manual or any(m.error is not None for m in batch):
-            batch = self._gate(batch)
-        self._handle(batch)
+            batch, runs = self._gate(batch), None
+        elif engine.manual or (self._decodes and any(m.error is not None for m in batch)):
+            batch, runs = self._gate(batch), None
+        self._handle(batch, runs)
 
     def _gate(self, msgs: list[Message]) -> list[Message]:
         """The records that may be handed over now; the others wait or are final."""
@@ -61,7 +71,8 @@ class Batches(OnLoopThread):
                      [x for x in msgs if x.tp == m.tp and x.offset >= m.offset])  # fmt: skip
         return ready
 
-    def _handle(self, msgs: list[Message]) -> None:
+    def _handle(self, msgs: list[Message], runs: Runs | None) -> None:
+        """`runs`: the offsets of `msgs` per partition, if known."""
         parts = self.parts
         engine = parts.engine
         while msgs:
@@ -76,7 +87,7 @@ class Batches(OnLoopThread):
                 i = min(max(defer.index, 0), len(msgs) - 1)
                 for m in msgs[:i]:
                     engine.succeeded(m)
-                msgs = self._failed_at(msgs, i, engine.wait(msgs[i], defer.delay))
+                msgs, runs = self._failed_at(msgs, i, engine.wait(msgs[i], defer.delay)), None
                 continue
             except BatchFailed as signal:
                 named = signal.index_in(msgs)
@@ -88,7 +99,7 @@ class Batches(OnLoopThread):
                 for m in msgs[:named]:
                     engine.succeeded(m)
                 cause = signal.__cause__ or signal
-                msgs = self._failed_at(msgs, named, engine.failed(msgs[named], cause))
+                msgs, runs = self._failed_at(msgs, named, engine.failed(msgs[named], cause)), None
                 continue
             except Exception as exc:
                 self._batch_failed(msgs, exc)
@@ -97,7 +108,7 @@ class Batches(OnLoopThread):
                 for m in msgs:
                     engine.succeeded(m)
             else:  # nothing to record per record: finish the batch in one step per partition
-                parts.committer.finish_many(msgs)
+                parts.committer.finish_many(msgs, runs)
                 engine.handled += len(msgs)
             return
 

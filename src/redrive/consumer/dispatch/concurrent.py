@@ -27,6 +27,7 @@ from redrive.consumer.client import Client
 from redrive.consumer.dispatch.base import Parts
 from redrive.consumer.dispatch.lanes import DROPPED, REGATE, Lanes
 from redrive.consumer.failures import Hold
+from redrive.consumer.offsets import Runs
 from redrive.consumer.pauser import Parked
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import Defer
@@ -63,7 +64,7 @@ class ConcurrentRecords:
         self._per_tp: dict[TopicPartition, int] = {}  # in flight, per partition
         self._tp_paused: set[TopicPartition] = set()
 
-    def dispatch(self, msgs: Sequence[Message]) -> None:
+    def dispatch(self, msgs: Sequence[Message], runs: Runs | None = None) -> None:
         engine, committer = self.parts.engine, self.parts.committer
         for msg in msgs:
             committer.deliver(msg)
