@@ -117,3 +117,20 @@ def test_dead_letter_headers_must_name_the_origin_and_the_failure() -> None:
     v = judge(make_run(["pf"], [], dead=[dead_letter(0, 1, exc=KeyError)]))
     assert not v.passed
     assert v.bad_headers == ["record 0: exception KeyError, expected ValueError"]
+
+
+def test_one_fault_explains_one_repeat_of_a_record_not_any_number() -> None:
+    kill = Fault(5.0, "kill", pid=1)
+    again = [ok(0, 1, pid=1), ok(0, 9, pid=2), ok(0, 10, pid=2), ok(0, 11, pid=2),
+             ok(0, 12, pid=3)]  # fmt: skip
+    v = judge(make_run(["ok"], again, faults=[kill]))
+    assert not v.passed
+    assert [r.fault for r in v.repeats] == [kill, None, None, None]
+
+
+def test_a_chain_of_kills_explains_one_repeat_each() -> None:
+    first, second = Fault(5.0, "kill", pid=1), Fault(10.0, "kill", pid=2)
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2), ok(0, 15, pid=3)],
+                       faults=[first, second]))  # fmt: skip
+    assert v.passed, v.checks
+    assert [r.fault for r in v.repeats] == [first, second]

@@ -23,6 +23,9 @@ explained by a fault ``f`` when all three hold:
 3. X was not committed when ``f`` hit: the last committed position of ``h``'s partition
    read before ``f`` is at or before ``h``'s offset. So what a fault repeats is bounded by
    what the faulty owner had handled since its partition's last commit.
+4. ``f`` has not explained another repeat of X (one fault, one repeat per record), and a
+   repeated handling is its process's first successful handling of X after ``f``: a
+   process that handles X twice after one fault has no fault for the second time.
 
 The committed positions are read every half second by the driver, so condition 3 uses a
 position that is at most that old; positions only grow, so the check can let a repeat pass
@@ -106,14 +109,23 @@ class _Commits:
 
 
 def explain(
-    h_of_x: list[Handling], t: float, faults: list[Fault], commits: _Commits
+    h_of_x: list[Handling],
+    t: float,
+    faults: list[Fault],
+    commits: _Commits,
+    used: set[Fault],
+    pid: int | None = None,
 ) -> Fault | None:
-    """The first fault that explains a repeat at `t` of a record handled as `h_of_x`."""
+    """The first fault not in `used` that explains a repeat at `t` of a record handled as
+    `h_of_x` (every handling of it before `t`). `pid`: the process of a repeated handling,
+    which must be its first successful handling of the record after the fault."""
     for f in faults:
         if f.t > t:
             break
-        if f.kind not in EXPLAINING:
+        if f.kind not in EXPLAINING or f in used:
             continue
+        if pid is not None and any(h.ok and h.pid == pid and h.t > f.t for h in h_of_x):
+            continue  # this process handled X since the fault: the fault is not why
         for h in h_of_x:
             if f.broker:
                 if h.t > f.end:
@@ -148,28 +160,24 @@ def judge(run: Run) -> Verdict:
         failures += len(hs) - len(oks)
         successes += len(oks)
         times_max = max(times_max, len(oks))
+        used: set[Fault] = set()  # each fault explains at most one repeat of a record
         for later in oks[1:]:
             before = [h for h in hs if h.t < later.t]
-            v.repeats.append(
-                Repeat(
-                    ident, "handled", later.t, oks[0].t, explain(before, later.t, faults, commits)
-                )
-            )
+            fault = explain(before, later.t, faults, commits, used, later.pid)
+            if fault is not None:
+                used.add(fault)
+            v.repeats.append(Repeat(ident, "handled", later.t, oks[0].t, fault))
     for ident, ds in copies.items():
         ds.sort(key=lambda d: d.timestamp)
         hs = by_id.get(ident, [])
+        spent: set[Fault] = set()
         for d in ds[1:]:
             t = d.timestamp / 1000
             before = [h for h in hs if h.t < t]
-            v.repeats.append(
-                Repeat(
-                    ident,
-                    "dead-lettered",
-                    t,
-                    ds[0].timestamp / 1000,
-                    explain(before, t, faults, commits),
-                )
-            )
+            fault = explain(before, t, faults, commits, spent)
+            if fault is not None:
+                spent.add(fault)
+            v.repeats.append(Repeat(ident, "dead-lettered", t, ds[0].timestamp / 1000, fault))
         kind = kinds[ident] if 0 <= ident < len(kinds) else "?"
         if kind not in POISON:
             v.misdirected.append(ident)
