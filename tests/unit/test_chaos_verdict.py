@@ -96,12 +96,28 @@ def test_a_broker_restart_explains_repeats_of_records_handled_before_it_was_back
 
 
 def test_an_eviction_explains_repeats_of_the_partitions_the_consumer_lost() -> None:
+    cause = Fault(4.0, "kill", pid=3)  # an injected fault just before: the eviction counts
     evicted = Fault(5.0, "evicted", pid=1, partitions=((T, 0),))
-    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[evicted]))
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[cause, evicted]))
     assert v.passed, v.checks
     other = Fault(5.0, "evicted", pid=1, partitions=((T, 1),))
-    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[other]))
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[cause, other]))
     assert not v.passed and len(v.unexplained) == 1
+
+
+def test_an_eviction_nothing_injected_caused_explains_nothing_and_fails() -> None:
+    evicted = Fault(50.0, "evicted", pid=1, partitions=((T, 0),))
+    handled = [ok(0, 45, pid=1), ok(0, 59, pid=2)]
+    v = judge(make_run(["ok"], handled, faults=[evicted]))
+    assert not v.passed and len(v.unexplained) == 1
+    assert v.figures["evictions_without_cause"] == 1
+    late = Fault(10.0, "kill", pid=3)  # 40 s before: longer ago than a session timeout
+    v = judge(make_run(["ok"], handled, faults=[late, evicted]))
+    assert not v.passed and v.figures["evictions_without_cause"] == 1
+    outage = Fault(30.0, "broker-term", until=45.0)  # back 5 s before the eviction
+    v = judge(make_run(["ok"], [ok(0, 46, pid=1), ok(0, 59, pid=2)], faults=[outage, evicted]))
+    assert v.passed, v.checks
+    assert v.repeats[0].fault == evicted
 
 
 def test_a_poison_record_dead_lettered_twice_needs_a_fault() -> None:

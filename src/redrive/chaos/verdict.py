@@ -14,7 +14,10 @@ explained by a fault ``f`` when all three hold:
 1. ``f`` is a SIGKILL of a consumer process, a broker restart (stop and start, by SIGTERM
    or SIGKILL), or an eviction: a consumer reported that it lost X's partition (its
    session expired, so the group moved the partition without a hand-over; with the broker
-   down longer than the session timeout, every consumer is evicted). A SIGTERM of a
+   down longer than the session timeout, every consumer is evicted). The consumer's word
+   is not taken alone: an eviction explains only if the driver injected a cause for it, a
+   broker outage that ended at most a session timeout (plus slack) before it, or a kill or
+   SIGTERM that long before it; any other eviction fails the verdict. A SIGTERM of a
    consumer explains nothing: a graceful stop commits every final outcome before it leaves
    the group (C4, C5), and so does a revocation in a rebalance.
 2. ``f`` began before ``r``, and a handling ``h`` of X (any outcome) happened before ``f``
@@ -39,6 +42,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from redrive.chaos.app import SESSION
 from redrive.chaos.ledger import Handling
 from redrive.chaos.plan import POISON, TRANSIENT, parse
 from redrive.chaos.run import Fault, Run, Sample
@@ -47,6 +51,9 @@ from redrive.dlt.records import DeadLetterRecord
 EXPLAINING = ("kill", "broker-term", "broker-kill", "evicted")
 EXPECTED_EXCEPTION = {"pf": "ValueError", "pr": "Poisoned"}
 INTERRUPTED = "HandlingInterrupted"
+SESSION_TIMEOUT = int(SESSION["session.timeout.ms"]) / 1000
+EVICTION_SLACK = 10.0
+"""Seconds past the session timeout in which a consumer still reports an eviction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +146,26 @@ def explain(
     return None
 
 
+def injected_cause(eviction: Fault, faults: list[Fault]) -> Fault | None:
+    """The fault the driver injected that can have caused `eviction`: a broker outage that
+    began before it and ended at most a session timeout (plus slack) before it, or a
+    SIGKILL / SIGTERM of a consumer that long before it. None: redrive reported an
+    eviction nothing injected explains, and the check does not take its word for it."""
+    grace = SESSION_TIMEOUT + EVICTION_SLACK
+    for f in faults:
+        if f.broker and f.t <= eviction.t <= f.end + grace:
+            return f
+        if f.kind in ("kill", "term") and f.t <= eviction.t <= f.t + grace:
+            return f
+    return None
+
+
 def judge(run: Run) -> Verdict:
     v = Verdict()
     kinds = run.kinds
     faults = sorted(run.faults, key=lambda f: f.t)
+    uncaused = [f for f in faults if f.kind == "evicted" and injected_cause(f, faults) is None]
+    faults = [f for f in faults if f not in uncaused]  # they explain nothing
     commits = _Commits(run.samples)
     by_id: dict[int, list[Handling]] = defaultdict(list)
     for h in run.handlings:
@@ -213,7 +236,8 @@ def judge(run: Run) -> Verdict:
         "successes": successes,
         "kills": sum(1 for f in faults if f.kind == "kill"),
         "terms": sum(1 for f in faults if f.kind == "term"),
-        "evictions": sum(1 for f in faults if f.kind == "evicted"),
+        "evictions": sum(1 for f in run.faults if f.kind == "evicted"),
+        "evictions_without_cause": len(uncaused),
         "broker_restarts": sum(1 for f in faults if f.broker),
         "consumer_starts": len(run.starts),
         "lost": len(v.lost),
@@ -261,6 +285,12 @@ def judge(run: Run) -> Verdict:
             "0",
             f"{f['repeats_unexplained']:,} of {len(v.repeats):,}",
             not v.unexplained,
+        ),
+        Check(
+            "evictions without an injected cause",
+            "0",
+            f"{len(uncaused):,}",
+            not uncaused,
         ),
         Check("final lag (records not committed)", "0", str(lag), lag == 0),
         Check(
