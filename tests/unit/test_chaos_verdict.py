@@ -150,3 +150,13 @@ def test_a_chain_of_kills_explains_one_repeat_each() -> None:
                        faults=[first, second]))  # fmt: skip
     assert v.passed, v.checks
     assert [r.fault for r in v.repeats] == [first, second]
+
+
+def test_a_kill_is_judged_by_the_first_commit_read_begun_after_it() -> None:
+    # a slow read: begun at 3 s (nothing committed), ended at 4.9 s, before the kill at 5 s;
+    # the read begun at 5.2 s shows offset 0 committed: the dead member had committed it
+    slow = Sample(4.9, {(T, 0): None}, {(T, 0): 1}, began=3.0)
+    after = Sample(5.4, {(T, 0): 1}, {(T, 0): 1}, began=5.2)
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)],
+                       faults=[Fault(5.0, "kill", pid=1)], samples=[slow, after]))  # fmt: skip
+    assert not v.passed and len(v.unexplained) == 1

@@ -69,12 +69,18 @@ class Fault:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """The group's committed positions and the end offsets at time ``t``, per
-    ``(topic, partition)`` (None: nothing committed yet)."""
+    """The group's committed positions and the end offsets, per ``(topic, partition)``
+    (None: nothing committed yet), read from ``began`` until ``t`` (None: at ``t``)."""
 
     t: float
     committed: dict[tuple[str, int], int | None]
     ends: dict[tuple[str, int], int]
+    began: float | None = None
+
+    @property
+    def start(self) -> float:
+        """When the read began: the positions are at least those committed by then."""
+        return self.t if self.began is None else self.began
 
     def lag(self) -> int:
         return sum(end - (self.committed.get(tp) or 0) for tp, end in self.ends.items())
@@ -417,7 +423,9 @@ class Driver:
             self._sampling.wait(max(0.0, SAMPLE_EVERY - (time.time() - began)))
 
     def _sample_once(self, watched: list[tuple[str, list[str]]], timeout: float) -> Sample:
-        """Committed positions and end offsets; ``t`` is when they had been read."""
+        """Committed positions and end offsets, stamped with when their read began and
+        when it ended."""
+        began = time.time()
         committed: dict[tuple[str, int], int | None] = {}
         ends: dict[tuple[str, int], int] = {}
         for group, topics in watched:
@@ -432,7 +440,7 @@ class Driver:
         for key, end in ends.items():
             if end == 0 and committed.get(key) is None:
                 committed[key] = 0
-        return Sample(time.time(), committed, ends)
+        return Sample(time.time(), committed, ends, began)
 
 
 @contextlib.contextmanager

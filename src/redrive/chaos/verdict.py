@@ -30,9 +30,12 @@ explained by a fault ``f`` when all three hold:
    repeated handling is its process's first successful handling of X after ``f``: a
    process that handles X twice after one fault has no fault for the second time.
 
-The committed positions are read every half second by the driver, so condition 3 uses a
-position that is at most that old; positions only grow, so the check can let a repeat pass
-that came from a commit made in the last half second before the fault, never fail one.
+The committed positions are read every half second by the driver, each read stamped with
+when it began and ended. For a SIGKILL, condition 3 uses the first read that *began* after
+the signal (and before the repeat): the dead member can commit nothing more, so that is
+what it had committed. For other faults it uses the last read that had *ended* before the fault, a
+position at most about half a second old; positions only grow, so there the check can let
+a repeat pass that came from a commit made in that last half second, never fail one.
 """
 
 from __future__ import annotations
@@ -103,16 +106,37 @@ class _Commits:
     def __init__(self, samples: list[Sample]) -> None:
         self.times: dict[tuple[str, int], list[float]] = defaultdict(list)
         self.values: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self.starts: dict[tuple[str, int], list[tuple[float, int]]] = defaultdict(list)
         for s in sorted(samples, key=lambda s: s.t):
             for tp, pos in s.committed.items():
                 if pos is not None:
                     self.times[tp].append(s.t)
                     self.values[tp].append(pos)
+                    self.starts[tp].append((s.start, pos))
+        for started in self.starts.values():
+            started.sort()
 
     def before(self, tp: tuple[str, int], t: float) -> int:
-        """The last position of `tp` read at or before `t` (0: none read yet)."""
+        """The last position of `tp` whose read had ended at or before `t` (0: none)."""
         i = bisect.bisect_right(self.times.get(tp, []), t)
         return self.values[tp][i - 1] if i else 0
+
+    def after(self, tp: tuple[str, int], t: float) -> tuple[float, int] | None:
+        """The first read of `tp` that began after `t`: (began, position), or None."""
+        started = self.starts.get(tp, [])
+        i = bisect.bisect_right(started, (t, float("inf")))
+        return started[i] if i < len(started) else None
+
+    def at_fault(self, tp: tuple[str, int], f: Fault, repeat: float) -> int:
+        """What of `tp` was committed when `f` hit, judging a repeat at `repeat`. A
+        SIGKILLed member commits nothing more: the first read that began after the signal
+        (and before the repeat, which a new owner may have committed since) is what it had
+        committed."""
+        if f.kind == "kill":
+            later = self.after(tp, f.t)
+            if later is not None and later[0] < repeat:
+                return later[1]
+        return self.before(tp, f.t)
 
 
 def explain(
@@ -141,7 +165,7 @@ def explain(
                 continue
             elif f.kind == "evicted" and (h.topic, h.partition) not in f.partitions:
                 continue
-            if commits.before((h.topic, h.partition), f.t) <= h.offset:
+            if commits.at_fault((h.topic, h.partition), f, t) <= h.offset:
                 return f
     return None
 
