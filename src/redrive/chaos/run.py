@@ -257,6 +257,7 @@ class Driver:
                     f"({now - run.began:.1f} s)"
                 )
                 return
+            now = time.time()  # _settled() may have waited up to 10 s
             if not finished and time.monotonic() >= next_look:
                 next_look = time.monotonic() + 5
             if restarts and share >= restarts[0]:
@@ -265,8 +266,8 @@ class Driver:
                 continue
             self._supervise(run, now)
             if not finished and now >= next_fault and plan.kill_every > 0:
-                self._consumer_fault(run, now)
-                next_fault = now + self._interval()
+                self._consumer_fault(run)
+                next_fault = time.time() + self._interval()
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
                 self.say(
@@ -354,7 +355,7 @@ class Driver:
                 proc.kill()
                 run.faults.append(
                     Fault(
-                        now,
+                        time.time(),
                         "kill",
                         proc.pid,
                         slot.index,
@@ -364,7 +365,8 @@ class Driver:
             if slot.proc is None and slot.restart_at is not None and now >= slot.restart_at:
                 self._start(run, slot)
 
-    def _consumer_fault(self, run: Run, now: float) -> None:
+    def _consumer_fault(self, run: Run) -> None:
+        """SIGKILL or SIGTERM a random live consumer, logged with the time it was sent."""
         alive = [s for s in self.slots if s.proc is not None and s.term_sent is None]
         if not alive:
             return
@@ -373,10 +375,12 @@ class Driver:
         term = self.rng.random() < self.plan.term_share
         pid = slot.proc.pid
         if term:
-            slot.term_sent = now
             slot.proc.send_signal(signal.SIGTERM)
         else:
             slot.proc.kill()
+        now = time.time()  # the moment the signal was sent, not when the tick began
+        if term:
+            slot.term_sent = now
         run.faults.append(Fault(now, "term" if term else "kill", pid, slot.index))
         self.say(
             f"  {now - run.began:6.1f} s: {'SIGTERM' if term else 'SIGKILL'} consumer "
