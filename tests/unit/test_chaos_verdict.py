@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
 from redrive import headers as h
+from redrive.chaos import cli
 from redrive.chaos.ledger import Handling
 from redrive.chaos.plan import Plan
 from redrive.chaos.run import Fault, Run, Sample
 from redrive.chaos.verdict import judge
+from redrive.cli import build_parser
 from redrive.dlt.records import DeadLetterRecord, decode_headers
 
 T = "chaos-t"
@@ -160,3 +167,29 @@ def test_a_kill_is_judged_by_the_first_commit_read_begun_after_it() -> None:
     v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)],
                        faults=[Fault(5.0, "kill", pid=1)], samples=[slow, after]))  # fmt: skip
     assert not v.passed and len(v.unexplained) == 1
+
+
+def test_a_run_whose_ledger_misses_one_record_fails_and_the_command_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = make_run(["ok", "ok", "ok"], [ok(0, 1), ok(2, 2)])
+    v = judge(missing)
+    assert v.lost == [1] and v.figures["lost"] == 1 and not v.passed
+
+    class OneRun:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def run(self) -> Run:
+            return missing
+
+    monkeypatch.setattr(cli, "Driver", OneRun)
+    args = build_parser().parse_args(["chaos", "--records", "3", "--partitions", "1",
+                                      "--report", str(tmp_path / "r.html"),
+                                      "--workdir", str(tmp_path / "work")])  # fmt: skip
+    given = SimpleNamespace(bootstrap_servers="127.0.0.1:1")
+    assert cli.run_chaos(args, broker=given) == 1  # type: ignore[arg-type]
+    assert "lost records" in (tmp_path / "r.html").read_text()
+    passing = make_run(["ok"], [ok(0, 1)])
+    monkeypatch.setattr(OneRun, "run", lambda self: passing)
+    assert cli.run_chaos(args, broker=given) == 0  # type: ignore[arg-type]
