@@ -388,22 +388,30 @@ class Driver:
         )
 
     def _stop_all(self, run: Run) -> None:
-        for slot in self.slots:
-            slot.restart_at = None
-            if slot.proc is not None and slot.proc.poll() is None:
-                slot.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT
-        for slot in self.slots:
-            proc = slot.proc
-            if proc is None:
-                continue
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
-            run.exits.append((time.time(), slot.index, proc.pid, exit_code(proc.returncode)))
-            slot.proc = None
+        """SIGTERM every consumer and wait for it; SIGKILL what is left, also when the
+        wait is interrupted (a second Ctrl-C leaves no consumer behind)."""
+        try:
+            for slot in self.slots:
+                slot.restart_at = None
+                if slot.proc is not None and slot.proc.poll() is None:
+                    slot.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_WAIT
+            for slot in self.slots:
+                proc = slot.proc
+                if proc is None:
+                    continue
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(30)
+                run.exits.append((time.time(), slot.index, proc.pid, exit_code(proc.returncode)))
+                slot.proc = None
+        finally:
+            for slot in self.slots:
+                if slot.proc is not None and slot.proc.poll() is None:
+                    slot.proc.kill()
+                    slot.proc.wait()
 
     # -- the broker ---------------------------------------------------------------------
 
