@@ -132,8 +132,15 @@ def test_a_poison_record_dead_lettered_twice_needs_a_fault() -> None:
     twice = [dead_letter(0, 1.5), dead_letter(0, 9)]
     v = judge(make_run(["pf"], handled, dead=twice))
     assert not v.passed and v.figures["extra_dead_letters"] == 1
+    extra = next(c for c in v.checks if c.what.startswith("extra dead-letter copies"))
+    assert not extra.ok and extra.observed == "1 (1 unexplained)"
     v = judge(make_run(["pf"], handled, dead=twice, faults=[Fault(2.0, "kill", pid=1)]))
     assert v.passed, v.checks
+    present = next(c for c in v.checks if c.what.startswith("poison records"))
+    assert present.what == "poison records present in the dead-letter topic"
+    assert present.observed == "1 (0 exactly once)"
+    extra = next(c for c in v.checks if c.what.startswith("extra dead-letter copies"))
+    assert extra.ok and extra.observed == "1 (0 unexplained)"
 
 
 def test_dead_letter_headers_must_name_the_origin_and_the_failure() -> None:

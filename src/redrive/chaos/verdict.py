@@ -281,6 +281,7 @@ def judge(run: Run) -> Verdict:
         "settled": run.settled,
     }
     f = v.figures
+    extra_unexplained = [r for r in v.unexplained if r.what == "dead-lettered"]
     v.checks = [
         Check(
             "lost records (neither handled nor dead-lettered)", "0", f"{len(v.lost):,}", not v.lost
@@ -292,11 +293,17 @@ def judge(run: Run) -> Verdict:
             not v.misdirected,
         ),
         Check(
-            "poison records in the dead-letter topic",
+            "poison records present in the dead-letter topic",
             f"{len(poison):,}",
             f"{len(poison) - sum(1 for i in poison if not copies.get(i)):,} "
             f"({once:,} exactly once)",
             all(copies.get(i) for i in poison),
+        ),
+        Check(
+            "extra dead-letter copies (at-least-once: each must be explained by a fault)",
+            "0 unexplained",
+            f"{f['extra_dead_letters']:,} ({len(extra_unexplained):,} unexplained)",
+            not extra_unexplained,
         ),
         Check(
             "dead letters with the wrong origin or failure headers",
