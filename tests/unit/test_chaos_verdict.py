@@ -200,3 +200,17 @@ def test_a_run_whose_ledger_misses_one_record_fails_and_the_command_exits_1(
     passing = make_run(["ok"], [ok(0, 1)])
     monkeypatch.setattr(OneRun, "run", lambda self: passing)
     assert cli.run_chaos(args, broker=given) == 0  # type: ignore[arg-type]
+
+
+def test_copies_at_other_offsets_handled_by_one_process_need_one_fault_each() -> None:
+    # retry-topic hops of one record published by two killed processes, all handled by pid 3
+    def hop(t: float, offset: int, pid: int, outcome: str = "ok") -> Handling:
+        return Handling(t, 0, 2, outcome, f"{T}-retry", 0, offset, pid)
+
+    first, second = Fault(5.0, "kill", pid=1), Fault(10.0, "kill", pid=2)
+    handled = [hop(1, 52, 1, "fail"), hop(9, 52, 2, "fail"), hop(20, 52, 3), hop(21, 185, 3),
+               hop(22, 221, 3)]  # fmt: skip
+    v = judge(make_run(["ok"], handled, faults=[first, second]))
+    assert [r.fault for r in v.repeats] == [first, second]
+    v = judge(make_run(["ok"], handled, faults=[first]))
+    assert [r.fault for r in v.repeats] == [first, None]

@@ -27,8 +27,11 @@ explained by a fault ``f`` when all three hold:
    read before ``f`` is at or before ``h``'s offset. So what a fault repeats is bounded by
    what the faulty owner had handled since its partition's last commit.
 4. ``f`` has not explained another repeat of X (one fault, one repeat per record), and a
-   repeated handling is its process's first successful handling of X after ``f``: a
-   process that handles X twice after one fault has no fault for the second time.
+   repeated handling is its process's first successful handling of that copy of X (its
+   topic, partition and offset) after ``f``: a process that handles the same copy twice
+   after one fault has no fault for the second time. (Copies at other offsets, such as
+   retry-topic hops published twice, may be handled by one process in a row; each still
+   needs a fault of its own.)
 
 The committed positions are read every half second by the driver, each read stamped with
 when it began and ended. For a SIGKILL, condition 3 uses the first read that *began* after
@@ -145,18 +148,19 @@ def explain(
     faults: list[Fault],
     commits: _Commits,
     used: set[Fault],
-    pid: int | None = None,
+    again: Handling | None = None,
 ) -> Fault | None:
     """The first fault not in `used` that explains a repeat at `t` of a record handled as
-    `h_of_x` (every handling of it before `t`). `pid`: the process of a repeated handling,
-    which must be its first successful handling of the record after the fault."""
+    `h_of_x` (every handling of it before `t`). `again`: the repeated handling, which must
+    be its process's first successful handling of that record copy (topic, partition,
+    offset) after the fault."""
     for f in faults:
         if f.t > t:
             break
         if f.kind not in EXPLAINING or f in used:
             continue
-        if pid is not None and any(h.ok and h.pid == pid and h.t > f.t for h in h_of_x):
-            continue  # this process handled X since the fault: the fault is not why
+        if again is not None and any(_same_copy(h, again) and h.t > f.t for h in h_of_x):
+            continue  # this process handled this copy since the fault: the fault is not why
         for h in h_of_x:
             if f.broker:
                 if h.t > f.end:
@@ -168,6 +172,16 @@ def explain(
             if commits.at_fault((h.topic, h.partition), f, t) <= h.offset:
                 return f
     return None
+
+
+def _same_copy(h: Handling, again: Handling) -> bool:
+    """`h` is a success of the process of `again`, at the same place in the same topic."""
+    return h.ok and (h.pid, h.topic, h.partition, h.offset) == (
+        again.pid,
+        again.topic,
+        again.partition,
+        again.offset,
+    )
 
 
 def injected_cause(eviction: Fault, faults: list[Fault]) -> Fault | None:
@@ -210,7 +224,7 @@ def judge(run: Run) -> Verdict:
         used: set[Fault] = set()  # each fault explains at most one repeat of a record
         for later in oks[1:]:
             before = [h for h in hs if h.t < later.t]
-            fault = explain(before, later.t, faults, commits, used, later.pid)
+            fault = explain(before, later.t, faults, commits, used, later)
             if fault is not None:
                 used.add(fault)
             v.repeats.append(Repeat(ident, "handled", later.t, oks[0].t, fault))
