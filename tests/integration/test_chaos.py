@@ -18,6 +18,7 @@ from confluent_kafka import Consumer
 from confluent_kafka import TopicPartition as KTopicPartition
 
 from redrive import TopicPartition, admin
+from redrive import headers as h
 from redrive.broker import LocalKafka
 from redrive.broker.local import QUICK_RESTART
 from redrive.chaos.cli import run_chaos
@@ -70,7 +71,28 @@ def chaos_run(broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -> d
     with contextlib.redirect_stdout(out):
         code = run_chaos(args, broker=broker)
     return {"code": code, "json": json.loads(out.getvalue()), "report": report,
-            "work": folder / "work"}  # fmt: skip
+            "work": folder / "work", "servers": broker.bootstrap_servers}  # fmt: skip
+
+
+def test_the_topics_and_the_group_agree_without_the_tool(chaos_run: dict[str, Any]) -> None:
+    """Checks of the run's outcome that do not use chaos's own ledger, figures or reader."""
+    (run,) = chaos_run["json"]["runs"]
+    servers, topic = chaos_run["servers"], run["topic"]
+    produced = {m.value().decode(): (m.partition(), m.offset())
+                for m in admin.read_all(servers, topic, 60)}  # fmt: skip
+    assert len(produced) == 20000
+    poison = {v.split(":")[0]: at for v, at in produced.items() if v.split(":")[1] in ("pf", "pr")}
+    assert poison
+    origins: dict[str, set[tuple[int, int]]] = {}
+    for m in admin.read_all(servers, f"{topic}-dlt", 60):
+        got = dict(m.headers() or [])
+        assert got[h.DLT_ORIGINAL_TOPIC] == topic.encode()
+        where = (struct.unpack(">i", got[h.DLT_ORIGINAL_PARTITION])[0],
+                 struct.unpack(">q", got[h.DLT_ORIGINAL_OFFSET])[0])  # fmt: skip
+        origins.setdefault(m.value().decode().split(":")[0], set()).add(where)
+    assert origins == {ident: {at} for ident, at in poison.items()}  # each poison id, no other
+    ends = admin.end_offsets(servers, topic)
+    assert admin.committed_offsets(servers, run["group"], topic) == ends
 
 
 def test_nothing_lost_and_every_duplicate_explained(chaos_run: dict[str, Any]) -> None:

@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
 from redrive import headers as h
+from redrive.chaos import cli
 from redrive.chaos.ledger import Handling
 from redrive.chaos.plan import Plan
 from redrive.chaos.run import Fault, Run, Sample
 from redrive.chaos.verdict import judge
+from redrive.cli import build_parser
 from redrive.dlt.records import DeadLetterRecord, decode_headers
 
 T = "chaos-t"
@@ -96,12 +103,28 @@ def test_a_broker_restart_explains_repeats_of_records_handled_before_it_was_back
 
 
 def test_an_eviction_explains_repeats_of_the_partitions_the_consumer_lost() -> None:
+    cause = Fault(4.0, "kill", pid=3)  # an injected fault just before: the eviction counts
     evicted = Fault(5.0, "evicted", pid=1, partitions=((T, 0),))
-    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[evicted]))
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[cause, evicted]))
     assert v.passed, v.checks
     other = Fault(5.0, "evicted", pid=1, partitions=((T, 1),))
-    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[other]))
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)], faults=[cause, other]))
     assert not v.passed and len(v.unexplained) == 1
+
+
+def test_an_eviction_nothing_injected_caused_explains_nothing_and_fails() -> None:
+    evicted = Fault(50.0, "evicted", pid=1, partitions=((T, 0),))
+    handled = [ok(0, 45, pid=1), ok(0, 59, pid=2)]
+    v = judge(make_run(["ok"], handled, faults=[evicted]))
+    assert not v.passed and len(v.unexplained) == 1
+    assert v.figures["evictions_without_cause"] == 1
+    late = Fault(10.0, "kill", pid=3)  # 40 s before: longer ago than a session timeout
+    v = judge(make_run(["ok"], handled, faults=[late, evicted]))
+    assert not v.passed and v.figures["evictions_without_cause"] == 1
+    outage = Fault(30.0, "broker-term", until=45.0)  # back 5 s before the eviction
+    v = judge(make_run(["ok"], [ok(0, 46, pid=1), ok(0, 59, pid=2)], faults=[outage, evicted]))
+    assert v.passed, v.checks
+    assert v.repeats[0].fault == evicted
 
 
 def test_a_poison_record_dead_lettered_twice_needs_a_fault() -> None:
@@ -109,11 +132,85 @@ def test_a_poison_record_dead_lettered_twice_needs_a_fault() -> None:
     twice = [dead_letter(0, 1.5), dead_letter(0, 9)]
     v = judge(make_run(["pf"], handled, dead=twice))
     assert not v.passed and v.figures["extra_dead_letters"] == 1
+    extra = next(c for c in v.checks if c.what.startswith("extra dead-letter copies"))
+    assert not extra.ok and extra.observed == "1 (1 unexplained)"
     v = judge(make_run(["pf"], handled, dead=twice, faults=[Fault(2.0, "kill", pid=1)]))
     assert v.passed, v.checks
+    present = next(c for c in v.checks if c.what.startswith("poison records"))
+    assert present.what == "poison records present in the dead-letter topic"
+    assert present.observed == "1 (0 exactly once)"
+    extra = next(c for c in v.checks if c.what.startswith("extra dead-letter copies"))
+    assert extra.ok and extra.observed == "1 (0 unexplained)"
 
 
 def test_dead_letter_headers_must_name_the_origin_and_the_failure() -> None:
     v = judge(make_run(["pf"], [], dead=[dead_letter(0, 1, exc=KeyError)]))
     assert not v.passed
     assert v.bad_headers == ["record 0: exception KeyError, expected ValueError"]
+
+
+def test_one_fault_explains_one_repeat_of_a_record_not_any_number() -> None:
+    kill = Fault(5.0, "kill", pid=1)
+    again = [ok(0, 1, pid=1), ok(0, 9, pid=2), ok(0, 10, pid=2), ok(0, 11, pid=2),
+             ok(0, 12, pid=3)]  # fmt: skip
+    v = judge(make_run(["ok"], again, faults=[kill]))
+    assert not v.passed
+    assert [r.fault for r in v.repeats] == [kill, None, None, None]
+
+
+def test_a_chain_of_kills_explains_one_repeat_each() -> None:
+    first, second = Fault(5.0, "kill", pid=1), Fault(10.0, "kill", pid=2)
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2), ok(0, 15, pid=3)],
+                       faults=[first, second]))  # fmt: skip
+    assert v.passed, v.checks
+    assert [r.fault for r in v.repeats] == [first, second]
+
+
+def test_a_kill_is_judged_by_the_first_commit_read_begun_after_it() -> None:
+    # a slow read: begun at 3 s (nothing committed), ended at 4.9 s, before the kill at 5 s;
+    # the read begun at 5.2 s shows offset 0 committed: the dead member had committed it
+    slow = Sample(4.9, {(T, 0): None}, {(T, 0): 1}, began=3.0)
+    after = Sample(5.4, {(T, 0): 1}, {(T, 0): 1}, began=5.2)
+    v = judge(make_run(["ok"], [ok(0, 1, pid=1), ok(0, 9, pid=2)],
+                       faults=[Fault(5.0, "kill", pid=1)], samples=[slow, after]))  # fmt: skip
+    assert not v.passed and len(v.unexplained) == 1
+
+
+def test_a_run_whose_ledger_misses_one_record_fails_and_the_command_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = make_run(["ok", "ok", "ok"], [ok(0, 1), ok(2, 2)])
+    v = judge(missing)
+    assert v.lost == [1] and v.figures["lost"] == 1 and not v.passed
+
+    class OneRun:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def run(self) -> Run:
+            return missing
+
+    monkeypatch.setattr(cli, "Driver", OneRun)
+    args = build_parser().parse_args(["chaos", "--records", "3", "--partitions", "1",
+                                      "--report", str(tmp_path / "r.html"),
+                                      "--workdir", str(tmp_path / "work")])  # fmt: skip
+    given = SimpleNamespace(bootstrap_servers="127.0.0.1:1")
+    assert cli.run_chaos(args, broker=given) == 1  # type: ignore[arg-type]
+    assert "lost records" in (tmp_path / "r.html").read_text()
+    passing = make_run(["ok"], [ok(0, 1)])
+    monkeypatch.setattr(OneRun, "run", lambda self: passing)
+    assert cli.run_chaos(args, broker=given) == 0  # type: ignore[arg-type]
+
+
+def test_copies_at_other_offsets_handled_by_one_process_need_one_fault_each() -> None:
+    # retry-topic hops of one record published by two killed processes, all handled by pid 3
+    def hop(t: float, offset: int, pid: int, outcome: str = "ok") -> Handling:
+        return Handling(t, 0, 2, outcome, f"{T}-retry", 0, offset, pid)
+
+    first, second = Fault(5.0, "kill", pid=1), Fault(10.0, "kill", pid=2)
+    handled = [hop(1, 52, 1, "fail"), hop(9, 52, 2, "fail"), hop(20, 52, 3), hop(21, 185, 3),
+               hop(22, 221, 3)]  # fmt: skip
+    v = judge(make_run(["ok"], handled, faults=[first, second]))
+    assert [r.fault for r in v.repeats] == [first, second]
+    v = judge(make_run(["ok"], handled, faults=[first]))
+    assert [r.fault for r in v.repeats] == [first, None]

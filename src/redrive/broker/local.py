@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from redrive.errors import BrokerError
+from redrive.workers import _die_with_parent
 
 KAFKA_VERSION = "4.3.1"
 """The Apache Kafka release the local broker runs (pinned)."""
@@ -263,8 +264,12 @@ class LocalKafka:
         ready_timeout: float = 60.0,
         heap: str = "768m",
         features: Mapping[str, int] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.port = port
+        self.die_with_parent = die_with_parent
+        """SIGTERM the broker when the thread that started it dies, even by SIGKILL
+        (Linux's parent-death signal), so a killed driver leaves no broker behind."""
         self.version = version
         self.settings = dict(settings or {})
         self.cache = cache
@@ -380,6 +385,7 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stop() takes it all down
+                preexec_fn=_die_with_parent() if self.die_with_parent else None,
             )
         try:
             self._wait_ready()

@@ -143,7 +143,7 @@ def _broker(say: Say) -> Iterator[tuple[str, LocalKafka | None]]:
         yield external, None
         return
     say("starting a local Kafka broker that chaos can restart ...")
-    with LocalKafka(settings=QUICK_RESTART) as broker:
+    with LocalKafka(settings=QUICK_RESTART, die_with_parent=True) as broker:
         yield broker.bootstrap_servers, broker
 
 
@@ -208,7 +208,8 @@ class _Folder:
 @contextmanager
 def _workdir(folder: str | None, plan: Plan) -> Iterator[_Folder]:
     """The folder of a run's ledger and consumer logs: `folder`/<mode>-<seed>, or a
-    temporary one, removed unless the verdict failed (then it is kept for a look)."""
+    temporary one, removed unless the verdict failed or the run raised (then it is kept
+    for a look)."""
     if folder:
         path = Path(folder) / f"{plan.mode}-{plan.seed}"
         path.mkdir(parents=True, exist_ok=True)
@@ -217,6 +218,9 @@ def _workdir(folder: str | None, plan: Plan) -> Iterator[_Folder]:
     kept = _Folder(Path(tempfile.mkdtemp(prefix="redrive-chaos-")), False)
     try:
         yield kept
+    except BaseException:
+        kept.keep = True  # evidence of what went wrong
+        raise
     finally:
         if kept.keep:
             print(f"redrive chaos: ledger and consumer logs kept in {kept.path}", file=sys.stderr)

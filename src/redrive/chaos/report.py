@@ -103,6 +103,8 @@ def _run_json(r: Result) -> dict[str, Any]:
     run, v = r.run, r.verdict
     return {
         "mode": run.plan.mode,
+        "topic": run.topic,
+        "group": run.group,
         "plan": asdict(run.plan),
         "passed": v.passed,
         "figures": v.figures,

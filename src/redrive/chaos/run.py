@@ -69,12 +69,18 @@ class Fault:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """The group's committed positions and the end offsets at time ``t``, per
-    ``(topic, partition)`` (None: nothing committed yet)."""
+    """The group's committed positions and the end offsets, per ``(topic, partition)``
+    (None: nothing committed yet), read from ``began`` until ``t`` (None: at ``t``)."""
 
     t: float
     committed: dict[tuple[str, int], int | None]
     ends: dict[tuple[str, int], int]
+    began: float | None = None
+
+    @property
+    def start(self) -> float:
+        """When the read began: the positions are at least those committed by then."""
+        return self.t if self.began is None else self.began
 
     def lag(self) -> int:
         return sum(end - (self.committed.get(tp) or 0) for tp, end in self.ends.items())
@@ -251,6 +257,7 @@ class Driver:
                     f"({now - run.began:.1f} s)"
                 )
                 return
+            now = time.time()  # _settled() may have waited up to 10 s
             if not finished and time.monotonic() >= next_look:
                 next_look = time.monotonic() + 5
             if restarts and share >= restarts[0]:
@@ -259,8 +266,8 @@ class Driver:
                 continue
             self._supervise(run, now)
             if not finished and now >= next_fault and plan.kill_every > 0:
-                self._consumer_fault(run, now)
-                next_fault = now + self._interval()
+                self._consumer_fault(run)
+                next_fault = time.time() + self._interval()
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
                 self.say(
@@ -348,7 +355,7 @@ class Driver:
                 proc.kill()
                 run.faults.append(
                     Fault(
-                        now,
+                        time.time(),
                         "kill",
                         proc.pid,
                         slot.index,
@@ -358,7 +365,8 @@ class Driver:
             if slot.proc is None and slot.restart_at is not None and now >= slot.restart_at:
                 self._start(run, slot)
 
-    def _consumer_fault(self, run: Run, now: float) -> None:
+    def _consumer_fault(self, run: Run) -> None:
+        """SIGKILL or SIGTERM a random live consumer, logged with the time it was sent."""
         alive = [s for s in self.slots if s.proc is not None and s.term_sent is None]
         if not alive:
             return
@@ -367,10 +375,12 @@ class Driver:
         term = self.rng.random() < self.plan.term_share
         pid = slot.proc.pid
         if term:
-            slot.term_sent = now
             slot.proc.send_signal(signal.SIGTERM)
         else:
             slot.proc.kill()
+        now = time.time()  # the moment the signal was sent, not when the tick began
+        if term:
+            slot.term_sent = now
         run.faults.append(Fault(now, "term" if term else "kill", pid, slot.index))
         self.say(
             f"  {now - run.began:6.1f} s: {'SIGTERM' if term else 'SIGKILL'} consumer "
@@ -378,22 +388,30 @@ class Driver:
         )
 
     def _stop_all(self, run: Run) -> None:
-        for slot in self.slots:
-            slot.restart_at = None
-            if slot.proc is not None and slot.proc.poll() is None:
-                slot.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT
-        for slot in self.slots:
-            proc = slot.proc
-            if proc is None:
-                continue
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
-            run.exits.append((time.time(), slot.index, proc.pid, exit_code(proc.returncode)))
-            slot.proc = None
+        """SIGTERM every consumer and wait for it; SIGKILL what is left, also when the
+        wait is interrupted (a second Ctrl-C leaves no consumer behind)."""
+        try:
+            for slot in self.slots:
+                slot.restart_at = None
+                if slot.proc is not None and slot.proc.poll() is None:
+                    slot.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_WAIT
+            for slot in self.slots:
+                proc = slot.proc
+                if proc is None:
+                    continue
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(30)
+                run.exits.append((time.time(), slot.index, proc.pid, exit_code(proc.returncode)))
+                slot.proc = None
+        finally:
+            for slot in self.slots:
+                if slot.proc is not None and slot.proc.poll() is None:
+                    slot.proc.kill()
+                    slot.proc.wait()
 
     # -- the broker ---------------------------------------------------------------------
 
@@ -417,7 +435,9 @@ class Driver:
             self._sampling.wait(max(0.0, SAMPLE_EVERY - (time.time() - began)))
 
     def _sample_once(self, watched: list[tuple[str, list[str]]], timeout: float) -> Sample:
-        """Committed positions and end offsets; ``t`` is when they had been read."""
+        """Committed positions and end offsets, stamped with when their read began and
+        when it ended."""
+        began = time.time()
         committed: dict[tuple[str, int], int | None] = {}
         ends: dict[tuple[str, int], int] = {}
         for group, topics in watched:
@@ -432,7 +452,7 @@ class Driver:
         for key, end in ends.items():
             if end == 0 and committed.get(key) is None:
                 committed[key] = 0
-        return Sample(time.time(), committed, ends)
+        return Sample(time.time(), committed, ends, began)
 
 
 @contextlib.contextmanager

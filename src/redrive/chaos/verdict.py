@@ -14,7 +14,10 @@ explained by a fault ``f`` when all three hold:
 1. ``f`` is a SIGKILL of a consumer process, a broker restart (stop and start, by SIGTERM
    or SIGKILL), or an eviction: a consumer reported that it lost X's partition (its
    session expired, so the group moved the partition without a hand-over; with the broker
-   down longer than the session timeout, every consumer is evicted). A SIGTERM of a
+   down longer than the session timeout, every consumer is evicted). The consumer's word
+   is not taken alone: an eviction explains only if the driver injected a cause for it, a
+   broker outage that ended at most a session timeout (plus slack) before it, or a kill or
+   SIGTERM that long before it; any other eviction fails the verdict. A SIGTERM of a
    consumer explains nothing: a graceful stop commits every final outcome before it leaves
    the group (C4, C5), and so does a revocation in a rebalance.
 2. ``f`` began before ``r``, and a handling ``h`` of X (any outcome) happened before ``f``
@@ -23,10 +26,19 @@ explained by a fault ``f`` when all three hold:
 3. X was not committed when ``f`` hit: the last committed position of ``h``'s partition
    read before ``f`` is at or before ``h``'s offset. So what a fault repeats is bounded by
    what the faulty owner had handled since its partition's last commit.
+4. ``f`` has not explained another repeat of X (one fault, one repeat per record), and a
+   repeated handling is its process's first successful handling of that copy of X (its
+   topic, partition and offset) after ``f``: a process that handles the same copy twice
+   after one fault has no fault for the second time. (Copies at other offsets, such as
+   retry-topic hops published twice, may be handled by one process in a row; each still
+   needs a fault of its own.)
 
-The committed positions are read every half second by the driver, so condition 3 uses a
-position that is at most that old; positions only grow, so the check can let a repeat pass
-that came from a commit made in the last half second before the fault, never fail one.
+The committed positions are read every half second by the driver, each read stamped with
+when it began and ended. For a SIGKILL, condition 3 uses the first read that *began* after
+the signal (and before the repeat): the dead member can commit nothing more, so that is
+what it had committed. For other faults it uses the last read that had *ended* before the fault, a
+position at most about half a second old; positions only grow, so there the check can let
+a repeat pass that came from a commit made in that last half second, never fail one.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from redrive.chaos.app import SESSION
 from redrive.chaos.ledger import Handling
 from redrive.chaos.plan import POISON, TRANSIENT, parse
 from redrive.chaos.run import Fault, Run, Sample
@@ -44,6 +57,9 @@ from redrive.dlt.records import DeadLetterRecord
 EXPLAINING = ("kill", "broker-term", "broker-kill", "evicted")
 EXPECTED_EXCEPTION = {"pf": "ValueError", "pr": "Poisoned"}
 INTERRUPTED = "HandlingInterrupted"
+SESSION_TIMEOUT = int(SESSION["session.timeout.ms"]) / 1000
+EVICTION_SLACK = 10.0
+"""Seconds past the session timeout in which a consumer still reports an eviction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,27 +109,58 @@ class _Commits:
     def __init__(self, samples: list[Sample]) -> None:
         self.times: dict[tuple[str, int], list[float]] = defaultdict(list)
         self.values: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self.starts: dict[tuple[str, int], list[tuple[float, int]]] = defaultdict(list)
         for s in sorted(samples, key=lambda s: s.t):
             for tp, pos in s.committed.items():
                 if pos is not None:
                     self.times[tp].append(s.t)
                     self.values[tp].append(pos)
+                    self.starts[tp].append((s.start, pos))
+        for started in self.starts.values():
+            started.sort()
 
     def before(self, tp: tuple[str, int], t: float) -> int:
-        """The last position of `tp` read at or before `t` (0: none read yet)."""
+        """The last position of `tp` whose read had ended at or before `t` (0: none)."""
         i = bisect.bisect_right(self.times.get(tp, []), t)
         return self.values[tp][i - 1] if i else 0
 
+    def after(self, tp: tuple[str, int], t: float) -> tuple[float, int] | None:
+        """The first read of `tp` that began after `t`: (began, position), or None."""
+        started = self.starts.get(tp, [])
+        i = bisect.bisect_right(started, (t, float("inf")))
+        return started[i] if i < len(started) else None
+
+    def at_fault(self, tp: tuple[str, int], f: Fault, repeat: float) -> int:
+        """What of `tp` was committed when `f` hit, judging a repeat at `repeat`. A
+        SIGKILLed member commits nothing more: the first read that began after the signal
+        (and before the repeat, which a new owner may have committed since) is what it had
+        committed."""
+        if f.kind == "kill":
+            later = self.after(tp, f.t)
+            if later is not None and later[0] < repeat:
+                return later[1]
+        return self.before(tp, f.t)
+
 
 def explain(
-    h_of_x: list[Handling], t: float, faults: list[Fault], commits: _Commits
+    h_of_x: list[Handling],
+    t: float,
+    faults: list[Fault],
+    commits: _Commits,
+    used: set[Fault],
+    again: Handling | None = None,
 ) -> Fault | None:
-    """The first fault that explains a repeat at `t` of a record handled as `h_of_x`."""
+    """The first fault not in `used` that explains a repeat at `t` of a record handled as
+    `h_of_x` (every handling of it before `t`). `again`: the repeated handling, which must
+    be its process's first successful handling of that record copy (topic, partition,
+    offset) after the fault."""
     for f in faults:
         if f.t > t:
             break
-        if f.kind not in EXPLAINING:
+        if f.kind not in EXPLAINING or f in used:
             continue
+        if again is not None and any(_same_copy(h, again) and h.t > f.t for h in h_of_x):
+            continue  # this process handled this copy since the fault: the fault is not why
         for h in h_of_x:
             if f.broker:
                 if h.t > f.end:
@@ -122,8 +169,32 @@ def explain(
                 continue
             elif f.kind == "evicted" and (h.topic, h.partition) not in f.partitions:
                 continue
-            if commits.before((h.topic, h.partition), f.t) <= h.offset:
+            if commits.at_fault((h.topic, h.partition), f, t) <= h.offset:
                 return f
+    return None
+
+
+def _same_copy(h: Handling, again: Handling) -> bool:
+    """`h` is a success of the process of `again`, at the same place in the same topic."""
+    return h.ok and (h.pid, h.topic, h.partition, h.offset) == (
+        again.pid,
+        again.topic,
+        again.partition,
+        again.offset,
+    )
+
+
+def injected_cause(eviction: Fault, faults: list[Fault]) -> Fault | None:
+    """The fault the driver injected that can have caused `eviction`: a broker outage that
+    began before it and ended at most a session timeout (plus slack) before it, or a
+    SIGKILL / SIGTERM of a consumer that long before it. None: redrive reported an
+    eviction nothing injected explains, and the check does not take its word for it."""
+    grace = SESSION_TIMEOUT + EVICTION_SLACK
+    for f in faults:
+        if f.broker and f.t <= eviction.t <= f.end + grace:
+            return f
+        if f.kind in ("kill", "term") and f.t <= eviction.t <= f.t + grace:
+            return f
     return None
 
 
@@ -131,6 +202,8 @@ def judge(run: Run) -> Verdict:
     v = Verdict()
     kinds = run.kinds
     faults = sorted(run.faults, key=lambda f: f.t)
+    uncaused = [f for f in faults if f.kind == "evicted" and injected_cause(f, faults) is None]
+    faults = [f for f in faults if f not in uncaused]  # they explain nothing
     commits = _Commits(run.samples)
     by_id: dict[int, list[Handling]] = defaultdict(list)
     for h in run.handlings:
@@ -148,28 +221,24 @@ def judge(run: Run) -> Verdict:
         failures += len(hs) - len(oks)
         successes += len(oks)
         times_max = max(times_max, len(oks))
+        used: set[Fault] = set()  # each fault explains at most one repeat of a record
         for later in oks[1:]:
             before = [h for h in hs if h.t < later.t]
-            v.repeats.append(
-                Repeat(
-                    ident, "handled", later.t, oks[0].t, explain(before, later.t, faults, commits)
-                )
-            )
+            fault = explain(before, later.t, faults, commits, used, later)
+            if fault is not None:
+                used.add(fault)
+            v.repeats.append(Repeat(ident, "handled", later.t, oks[0].t, fault))
     for ident, ds in copies.items():
         ds.sort(key=lambda d: d.timestamp)
         hs = by_id.get(ident, [])
+        spent: set[Fault] = set()
         for d in ds[1:]:
             t = d.timestamp / 1000
             before = [h for h in hs if h.t < t]
-            v.repeats.append(
-                Repeat(
-                    ident,
-                    "dead-lettered",
-                    t,
-                    ds[0].timestamp / 1000,
-                    explain(before, t, faults, commits),
-                )
-            )
+            fault = explain(before, t, faults, commits, spent)
+            if fault is not None:
+                spent.add(fault)
+            v.repeats.append(Repeat(ident, "dead-lettered", t, ds[0].timestamp / 1000, fault))
         kind = kinds[ident] if 0 <= ident < len(kinds) else "?"
         if kind not in POISON:
             v.misdirected.append(ident)
@@ -205,7 +274,8 @@ def judge(run: Run) -> Verdict:
         "successes": successes,
         "kills": sum(1 for f in faults if f.kind == "kill"),
         "terms": sum(1 for f in faults if f.kind == "term"),
-        "evictions": sum(1 for f in faults if f.kind == "evicted"),
+        "evictions": sum(1 for f in run.faults if f.kind == "evicted"),
+        "evictions_without_cause": len(uncaused),
         "broker_restarts": sum(1 for f in faults if f.broker),
         "consumer_starts": len(run.starts),
         "lost": len(v.lost),
@@ -225,6 +295,7 @@ def judge(run: Run) -> Verdict:
         "settled": run.settled,
     }
     f = v.figures
+    extra_unexplained = [r for r in v.unexplained if r.what == "dead-lettered"]
     v.checks = [
         Check(
             "lost records (neither handled nor dead-lettered)", "0", f"{len(v.lost):,}", not v.lost
@@ -236,11 +307,17 @@ def judge(run: Run) -> Verdict:
             not v.misdirected,
         ),
         Check(
-            "poison records in the dead-letter topic",
+            "poison records present in the dead-letter topic",
             f"{len(poison):,}",
             f"{len(poison) - sum(1 for i in poison if not copies.get(i)):,} "
             f"({once:,} exactly once)",
             all(copies.get(i) for i in poison),
+        ),
+        Check(
+            "extra dead-letter copies (at-least-once: each must be explained by a fault)",
+            "0 unexplained",
+            f"{f['extra_dead_letters']:,} ({len(extra_unexplained):,} unexplained)",
+            not extra_unexplained,
         ),
         Check(
             "dead letters with the wrong origin or failure headers",
@@ -253,6 +330,12 @@ def judge(run: Run) -> Verdict:
             "0",
             f"{f['repeats_unexplained']:,} of {len(v.repeats):,}",
             not v.unexplained,
+        ),
+        Check(
+            "evictions without an injected cause",
+            "0",
+            f"{len(uncaused):,}",
+            not uncaused,
         ),
         Check("final lag (records not committed)", "0", str(lag), lag == 0),
         Check(
