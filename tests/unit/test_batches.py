@@ -187,3 +187,24 @@ def test_the_fast_path_counts_handled_records_for_the_circuit_breaker() -> None:
     loop.run_until_idle()
     assert dead == [9, 19, 29, 39, 49]
     assert loop.handled == 45
+
+
+def test_isolated_records_failures_do_not_carry_the_batch_failure_as_their_context() -> None:
+    """The records of a failed batch are handed over one by one outside the except clause
+    that caught the batch's failure: a record's own error is what the recoverer sees, not
+    one chained to the batch's (found by `redrive chaos` on the record listener)."""
+    client = FakeClient()
+    client.add("t", ["a", "b"])
+    recovered: list[BaseException] = []
+
+    def handle(msgs: list[Message]) -> None:
+        if len(msgs) > 1:
+            raise ValueError("the whole batch: fatal")
+        raise ConnectionError(f"{msgs[0].value.decode()} alone")
+
+    loop = loop_for(handle, client, batch=True, max_poll_records=10,
+                    recoverer=Call(lambda m, e: recovered.append(e)))  # fmt: skip
+    loop.start()
+    loop.run_until_idle()
+    assert [str(e) for e in recovered] == ["a alone", "b alone"]
+    assert all(e.__context__ is None for e in recovered)

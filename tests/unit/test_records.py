@@ -240,3 +240,35 @@ def test_a_stop_inside_a_fast_poll_hands_over_nothing_more_and_commits_only_what
     loop.close()
     assert seen == ["a0", "a1", "a2", "a3", "a4", "b0", "b1"]
     assert client.committed_position("t", 0) == 5 and client.committed_position("t", 1) == 2
+
+
+def test_a_fatal_failure_does_not_make_the_next_records_failures_look_fatal() -> None:
+    """Found by `redrive chaos`: after a record of a poll failed fatally, the rest of the
+    poll was handed over inside the except clause that caught it, so a later record's
+    retryable error carried the fatal one as its ``__context__`` and was dead-lettered at
+    its first attempt."""
+    clock = FakeClock()
+    client = FakeClient(clock=clock)
+    client.add("t", ["poison", "flaky", "ok"])
+    seen: list[tuple[str, int]] = []
+    recovered: list[tuple[str, str]] = []
+    failed_once: set[str] = set()
+
+    def handle(msg: Message) -> None:
+        value = msg.value.decode()
+        seen.append((value, msg.attempt))
+        if value == "poison":
+            raise ValueError("fatal: never retried")
+        if value == "flaky" and value not in failed_once:
+            failed_once.add(value)
+            raise ConnectionError("transient")
+
+    loop = loop_for(handle, client, max_poll_records=10, clock=clock,
+                    retry=Retry(backoff=BackOff.fixed(1.0, max_attempts=3)),
+                    recoverer=Call(lambda m, e: recovered.append(
+                        (m.value.decode(), type(e).__name__))))  # fmt: skip
+    loop.start()
+    loop.run_until_idle()
+    assert recovered == [("poison", "ValueError")]
+    assert seen == [("poison", 1), ("flaky", 1), ("flaky", 2), ("ok", 1)]
+    assert client.committed_position("t", 0) == 3

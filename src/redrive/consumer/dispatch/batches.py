@@ -102,7 +102,11 @@ class Batches(OnLoopThread):
                 msgs, runs = self._failed_at(msgs, named, engine.failed(msgs[named], cause)), None
                 continue
             except Exception as exc:
-                self._batch_failed(msgs, exc)
+                failure: Exception | None = exc
+            else:
+                failure = None
+            if failure is not None:  # outside the except clause: see Records._fast
+                self._batch_failed(msgs, failure)
                 return
             if engine.manual or parts.committer.states or parts.bus.records:
                 for m in msgs:

@@ -68,8 +68,15 @@ class Records(OnLoopThread):
             self._settle(msgs, i)
             if isinstance(exc, ListenerStopped) or not isinstance(exc, Exception):
                 raise
+            failure: Exception | None = exc
+        else:
+            failure = None
+        if failure is not None:
+            # Outside the except clause: the rest of the poll must not run while `failure`
+            # is being handled, or a later record's error would carry it as its
+            # __context__ (and a fatal one would make a retryable error look fatal, F5).
             failed = msgs[i]
-            hold = self.outcome(failed, exc)
+            hold = self.outcome(failed, failure)
             waiting = {} if hold.delay is None else {failed.tp: (hold.delay, [failed])}
             self._one_at_a_time(msgs[i + 1 :], delivered=True, waiting=waiting)
             return
