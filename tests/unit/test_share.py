@@ -9,7 +9,7 @@ import confluent_kafka
 import pytest
 
 from redrive import App, BackOff, ConfigError, Message, Retry
-from redrive.consumer.failures import CountedFailures
+from redrive.consumer.counted import CountedFailures
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import DeliveryLimitReached, DeserializationError
 from redrive.events import EventBus

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from redrive import BackOff, ClientError, Defer, Message, Retry
-from redrive.consumer.failures import CountedFailures
+from redrive.consumer.counted import CountedFailures
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import BatchFailed, ListenerStopped
 from redrive.events import EventBus

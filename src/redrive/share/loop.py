@@ -32,9 +32,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redrive.consumer.counted import CountedFailures, Verdict
 from redrive.consumer.decode import Decoder
 from redrive.consumer.dispatch.base import call_handler, cause_of, run_sync
-from redrive.consumer.failures import CountedFailures, Verdict
 from redrive.consumer.spec import ListenerSpec
 from redrive.errors import BatchFailed, Defer
 from redrive.events import (
