@@ -3,6 +3,8 @@ kept apart from interruptions, a dead owner's window, stops; on the in-memory cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from redrive import (
@@ -42,6 +44,20 @@ def state_of(client: FakeClient, offset: int = 0) -> Attempt:
     state = decode(meta, pos)
     assert state is not None
     return state.records[offset]
+
+
+def recording_marks(
+    client: FakeClient, into: list[tuple[int, list[int]]]
+) -> Callable[[Message], None]:
+    """A handler noting each record's offset with the running marks committed before it."""
+
+    def handle(msg: Message) -> None:
+        pos, meta = client.commits[T0]
+        state = decode(meta, pos)
+        assert state is not None
+        into.append((msg.offset, [o for o, s in state.records.items() if s.running]))
+
+    return handle
 
 
 def test_a_new_owner_continues_the_count() -> None:
@@ -119,13 +135,7 @@ def test_a_dead_owners_window_is_handled_one_marked_record_at_a_time() -> None:
     client.add("t", ["a", "b", "c", "d", "e"])
     client.commit({T0: (0, encode({}, 2, suspect=3))})
     running: list[tuple[int, list[int]]] = []
-
-    def handle(msg: Message) -> None:
-        pos, meta = client.commits[T0]
-        state = decode(meta, pos)
-        assert state is not None
-        running.append((msg.offset, [o for o, s in state.records.items() if s.running]))
-
+    handle = recording_marks(client, running)
     loop = loop_for(handle, client, retry=RETRY, clock=clock, max_poll_records=10)
     loop.start()
     loop.run_until_idle()
@@ -173,14 +183,8 @@ def test_a_second_death_in_a_suspect_range_walks_the_rest_of_it() -> None:
     after.add("t", ["a", "b", "c", "d"])
     after.commit({T0: (pos, meta)})
     marks: list[tuple[int, list[int]]] = []
-
-    def handle(msg: Message) -> None:
-        pos, meta = after.commits[T0]
-        state = decode(meta, pos)
-        assert state is not None
-        marks.append((msg.offset, [o for o, s in state.records.items() if s.running]))
-
-    owner3 = loop_for(handle, after, retry=RETRY, clock=clock, max_poll_records=10)
+    owner3 = loop_for(recording_marks(after, marks), after, retry=RETRY, clock=clock,
+                      max_poll_records=10)  # fmt: skip
     owner3.start()
     owner3.run_until_idle()
     assert marks == [(1, [1]), (2, [2]), (3, [])]
