@@ -105,7 +105,7 @@ def test_a_new_owner_continues_the_counts_of_several_records_of_a_partition() ->
 def test_records_of_a_dead_owners_window_run_one_at_a_time_each_marked_first() -> None:
     client = FakeClient(clock=FakeClock())
     keyed(client, [(b"a", "a1"), (b"b", "b1"), (b"c", "c1"), (b"d", "d1")])
-    client.commit({T0: (0, encode({}, 3))})  # the previous owner died in its window of 3
+    client.commit({T0: (0, encode({}, 3, suspect=3))})  # a second owner died in the range
     running: list[tuple[int, list[int]]] = []
     active = threading.Semaphore(1)
 
@@ -184,7 +184,7 @@ def test_in_a_dead_owners_window_no_two_partitions_run_at_once() -> None:
     client = FakeClient(clock=FakeClock())
     client.add("t", ["h1", "h2"], partition=0)
     client.add("t", ["p1", "p2"], partition=1)
-    client.commit({T0: (0, encode({}, 50)), t1: (0, encode({}, 50))})
+    client.commit({T0: (0, encode({}, 50, 50)), t1: (0, encode({}, 50, 50))})  # died twice
     running = threading.Semaphore(1)
     marks: list[int] = []
 

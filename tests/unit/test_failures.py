@@ -3,6 +3,8 @@ kept apart from interruptions, a dead owner's window, stops; on the in-memory cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from redrive import (
@@ -16,7 +18,7 @@ from redrive import (
 )
 from redrive.message import TopicPartition
 from redrive.recover.base import Call
-from redrive.retry.attempts import Attempt, decode, encode
+from redrive.retry.attempts import Attempt, PartitionState, decode, encode
 from redrive.testing import FakeClient, FakeClock, loop_for
 
 T0 = TopicPartition("t", 0)
@@ -42,6 +44,20 @@ def state_of(client: FakeClient, offset: int = 0) -> Attempt:
     state = decode(meta, pos)
     assert state is not None
     return state.records[offset]
+
+
+def recording_marks(
+    client: FakeClient, into: list[tuple[int, list[int]]]
+) -> Callable[[Message], None]:
+    """A handler noting each record's offset with the running marks committed before it."""
+
+    def handle(msg: Message) -> None:
+        pos, meta = client.commits[T0]
+        state = decode(meta, pos)
+        assert state is not None
+        into.append((msg.offset, [o for o, s in state.records.items() if s.running]))
+
+    return handle
 
 
 def test_a_new_owner_continues_the_count() -> None:
@@ -112,25 +128,88 @@ def test_an_attempt_is_marked_running_before_the_handler_runs() -> None:
 
 
 def test_a_dead_owners_window_is_handled_one_marked_record_at_a_time() -> None:
-    """The previous owner died somewhere in its window: each record of it is marked running
+    """A second owner died somewhere in a suspect range: each record of it is marked running
     before it is handed over, so the next crash is blamed on the right record."""
     clock = FakeClock()
     client = FakeClient(clock=clock)
     client.add("t", ["a", "b", "c", "d", "e"])
-    client.commit({T0: (0, encode({}, 3))})
+    client.commit({T0: (0, encode({}, 2, suspect=3))})
     running: list[tuple[int, list[int]]] = []
-
-    def handle(msg: Message) -> None:
-        pos, meta = client.commits[T0]
-        state = decode(meta, pos)
-        assert state is not None
-        running.append((msg.offset, [o for o, s in state.records.items() if s.running]))
-
+    handle = recording_marks(client, running)
     loop = loop_for(handle, client, retry=RETRY, clock=clock, max_poll_records=10)
     loop.start()
     loop.run_until_idle()
     assert running == [(0, [0]), (1, [1]), (2, [2]), (3, []), (4, [])]
     assert client.committed_position("t", 0) == 5
+
+
+def test_a_first_death_in_a_window_is_only_suspected_and_consumed_at_full_speed() -> None:
+    """Most deaths are not a record's doing: the new owner marks no record, but its commits
+    keep the window's end as suspect until it is passed, so a second death walks it."""
+    clock = FakeClock()
+    client = FakeClient(clock=clock)
+    client.add("t", ["a", "b", "c", "d", "e"])
+    client.commit({T0: (0, encode({}, 3))})  # the previous owner died in its window of 3
+    seen: list[tuple[int, int | None, list[int]]] = []
+
+    def handle(msg: Message) -> None:
+        pos, meta = client.commits[T0]
+        state = decode(meta, pos)
+        assert state is not None
+        seen.append((msg.offset, state.suspect, [o for o, s in state.records.items() if s.running]))
+
+    loop = loop_for(handle, client, retry=RETRY, clock=clock, max_poll_records=10)
+    loop.start()
+    loop.run_until_idle()
+    assert seen == [(o, 3, []) for o in range(5)]  # no marks; durable before the first record
+    pos, meta = client.commits[T0]
+    assert pos == 5 and decode(meta, pos) == PartitionState({}, 10, 0)  # passed: not suspect
+
+
+def test_a_second_death_in_a_suspect_range_walks_the_rest_of_it() -> None:
+    """Owner 1 died in its window; owner 2 suspects it and dies in it too (here: stops
+    committing at offset 1): owner 3 walks offsets 1..2 one marked record at a time, then
+    runs unmarked."""
+    clock = FakeClock()
+    client = FakeClient(clock=clock)
+    client.add("t", ["a", "b", "c", "d"])
+    client.commit({T0: (0, encode({}, 3))})
+    owner2 = loop_for(lambda m: None, client, retry=RETRY, clock=clock, max_poll_records=1)
+    owner2.start()
+    owner2.run_once()  # handled a, committed position 1 with the suspect range, then died
+    pos, meta = client.commits[T0]
+    assert pos == 1 and decode(meta, pos) == PartitionState({}, 1, 3)
+    after = FakeClient(clock=clock)  # owner 3 finds what owner 2 committed
+    after.add("t", ["a", "b", "c", "d"])
+    after.commit({T0: (pos, meta)})
+    marks: list[tuple[int, list[int]]] = []
+    owner3 = loop_for(recording_marks(after, marks), after, retry=RETRY, clock=clock,
+                      max_poll_records=10)  # fmt: skip
+    owner3.start()
+    owner3.run_until_idle()
+    assert marks == [(1, [1]), (2, [2]), (3, [])]
+
+
+def test_a_graceful_hand_over_keeps_the_suspect_range_without_a_window() -> None:
+    clock = FakeClock()
+    client = FakeClient(clock=clock)
+    client.add("t", ["a", "b", "c", "d"])
+    client.commit({T0: (0, encode({}, 3))})
+    parked: list[int] = []
+
+    def handle(msg: Message) -> None:
+        if msg.value == b"b":
+            parked.append(msg.attempt)
+            raise ConnectionError("down")  # b waits out its back-off: the position stays 1
+
+    loop = loop_for(handle, client, retry=RETRY, clock=clock, max_poll_records=10)
+    loop.start()
+    loop.run_once()
+    loop.close()  # a stop commits clean: no window, the suspect range kept
+    pos, meta = client.commits[T0]
+    state = decode(meta, pos)
+    assert pos == 1 and parked == [1]
+    assert state is not None and state.window == 0 and state.suspect == 3
 
 
 def test_a_new_owner_waits_out_the_rest_of_the_back_off() -> None:

@@ -51,6 +51,7 @@ class Committer:
         self.window = window if persist else 0
         self.tracker = OffsetTracker()
         self.states: dict[TopicPartition, dict[int, Attempt]] = {}
+        self.suspect: dict[TopicPartition, int] = {}  # end of a range an owner died in
         self._committed: dict[TopicPartition, tuple[int, str | None]] = {}
         self._stored: dict[TopicPartition, tuple[int, str | None]] = {}  # or asked for
         self._final: dict[TopicPartition, set[int]] = {}  # recovered past the position
@@ -149,10 +150,14 @@ class Committer:
         if not self.persist:
             return None
         states = self.states.get(tp)
-        if not states:  # the common case, once per partition and poll: always the same
+        suspect = self.suspect.get(tp, 0)
+        if suspect and suspect <= pos:  # passed: no longer suspect
+            del self.suspect[tp]
+            suspect = 0
+        if not states and not suspect:  # the common case, once per partition and poll
             return self._no_states[clean]
-        records = {o: s for o, s in states.items() if o >= pos}
-        return encode(records, 0 if clean else self.window)
+        records = {o: s for o, s in states.items() if o >= pos} if states else {}
+        return encode(records, 0 if clean else self.window, suspect)
 
     def clear_marks(self) -> None:
         """Commit the partitions whose committed running marks belong to finished records."""
@@ -246,6 +251,7 @@ class Committer:
         for tp in partitions:
             self.tracker.drop(tp)
             self.states.pop(tp, None)
+            self.suspect.pop(tp, None)
             self._committed.pop(tp, None)
             self._stored.pop(tp, None)
             self._final.pop(tp, None)

@@ -45,7 +45,7 @@ from redrive.headers import attempts_of, due_ms
 from redrive.message import Message, TopicPartition
 from redrive.publish import Publisher
 from redrive.recover.base import Context, Recoverer
-from redrive.retry.attempts import Attempt, decode
+from redrive.retry.attempts import Attempt, PartitionState, decode
 
 log = logging.getLogger("redrive.loop")
 
@@ -96,8 +96,22 @@ class FailureHandler:
                 log.info("%s: %s@%d continues at attempt %d (from commit metadata)",
                          self.spec.name, tp, offset, st.attempt)  # fmt: skip
             self.committer.states[tp] = state.records
-            if state.window:  # the previous owner may have died in its window
-                self.careful[tp] = pos + state.window
+            self._suspect(tp, pos, state)
+
+    def _suspect(self, tp: TopicPartition, pos: int, state: PartitionState) -> None:
+        """A previous owner that died in its window (``state.window``) is suspected at
+        first: the window's end is kept in our commits and we consume at full speed. An
+        owner that died in a range already suspect makes us walk the rest of it, one
+        marked record at a time (``careful``), so a record that kills its owners is found."""
+        suspect = state.suspect if state.suspect > pos else 0
+        if state.window and suspect:
+            self.careful[tp] = suspect
+            log.info("%s: %s: a second owner died before offset %d: one record at a time "
+                     "from %d", self.spec.name, tp, suspect, pos)  # fmt: skip
+        if state.window:
+            suspect = max(suspect, pos + state.window)
+        if suspect:
+            self.committer.suspect[tp] = suspect
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -14,16 +14,23 @@ and a record that kills the process every time is recovered after ``max_interrup
 
 While an owner consumes a partition, its commits also carry a *window*: the number of
 records it may be handling past the committed position. A new owner that finds a window
-knows the previous one may have died inside it; it marks each of those records as running
-before it hands it over (one commit per record, for that window only), so a record that
-crashes the process on its first attempt is found too. Graceful hand-overs (revocation,
-stop) commit no window.
+knows the previous one may have died inside it. Most deaths are not the records' doing (a
+deploy, a kill, a lost node), so the first time it only notes the window's end as *suspect*
+in its own commits and consumes at full speed. When an owner dies again before the
+suspect range is passed, the next one walks the rest of it carefully: it marks each record
+as running before it hands it over (one commit per record, for that range only), so a
+record that crashes the process on its first attempt is found too, two deaths later than
+one that had state. Graceful hand-overs (revocation, stop) commit no window; they keep a
+suspect range, which only a death in it turns into a walk.
 
 Form (JSON, kept under Kafka's 4096-byte metadata limit; records that do not fit are left
 out and start their count over)::
 
-    {"redrive": 2, "w": 500, "r": {"42": {"f": 2, "i": 1, "t": 1700000000.1, "run": 1,
-                                          "l": 10, "e": "TimeoutError: ...", "d": 1700000009.5}}}
+    {"redrive": 2, "w": 500, "s": 1234,
+     "r": {"42": {"f": 2, "i": 1, "t": 1700000000.1, "run": 1, "l": 10,
+                  "e": "TimeoutError: ...", "d": 1700000009.5}}}
+
+``s`` is an offset (the end of the suspect range), ``w`` a count past the position.
 """
 
 from __future__ import annotations
@@ -112,15 +119,19 @@ class PartitionState:
 
     records: dict[int, Attempt] = field(default_factory=dict)
     window: int = 0  # > 0: the previous owner was consuming (it may have died in it)
+    suspect: int = 0  # end offset of a range an owner already died in (0: none)
 
 
-def encode(records: dict[int, Attempt], window: int) -> str | None:
-    """The metadata for a partition: its records' states and the owner's window."""
-    if not records and not window:
+def encode(records: dict[int, Attempt], window: int, suspect: int = 0) -> str | None:
+    """The metadata for a partition: its records' states, the owner's window and the end
+    of a suspect range."""
+    if not records and not window and not suspect:
         return None
     data: dict[str, object] = {"redrive": 2}
     if window:
         data["w"] = window
+    if suspect:
+        data["s"] = suspect
     if records:
         kept: dict[str, object] = {}
         size = 40
@@ -161,6 +172,6 @@ def decode(text: str | None, position: int) -> PartitionState | None:
             for k, v in dict(data.get("r", {})).items()
             if int(k) >= position
         }
-        return PartitionState(records, int(data.get("w", 0)))
+        return PartitionState(records, int(data.get("w", 0)), int(data.get("s", 0)))
     except (KeyError, TypeError, ValueError):
         return None

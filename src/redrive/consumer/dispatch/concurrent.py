@@ -8,8 +8,9 @@ engine, which keeps its attempt state in the commit metadata (R3) and either par
 *lane* until the back-off is over (the partition keeps flowing for the other lanes) or
 recovers the record. Offsets are finished only on the loop thread, so the committed position
 advances over the contiguous finished prefix only (C1). After a dead owner's window is
-found, records are handed over one at a time, with nothing else running, until the window
-is passed, so an interruption is blamed on the record that caused it.
+found (a second death in one range, see ``retry/attempts.py``), records are handed over
+one at a time, with nothing else running, until the range is passed, so an interruption is
+blamed on the record that caused it.
 
 At most ``max_in_flight`` records are handed over and not final: the loop polls only for
 the room left and pauses its partitions when handlers stall. On revocation, queued records
@@ -198,6 +199,10 @@ class ConcurrentRecords:
             if not self._paused:
                 self._pause(list(self.parts.committer.tracker.partitions))
             return min(timeout, _STALL), 1
+        if self._careful_busy is not None:  # a walk: the next record waits for this one,
+            with lanes.lock:  # so take its outcome as soon as it is there (~1 ms, not a poll)
+                lanes.changed.wait_for(lambda: bool(lanes.done), min(timeout, 0.01))
+            return 0.0, min(max_records, room)
         waiting = len(self.parts.pauser.parked)  # parked lanes need no quick poll
         busy = self.in_flight > waiting or lanes.done
         return (min(timeout, 0.01) if busy else timeout), min(max_records, room)
