@@ -127,14 +127,13 @@ def test_the_ledger_is_written_by_the_consumer_processes(chaos_run: dict[str, An
 def test_exactly_once_through_sigkills_each_output_and_dead_letter_once(
     broker: LocalKafka, tmp_path: Path
 ) -> None:
-    """The exactly-once mode, small: 3,000 records, two consumers SIGKILLed every ~6 s. The
+    """The exactly-once mode, small: 5,000 records, two consumers, a SIGKILL every ~6 s. The
     output topic and the dead-letter topic, read here as a read_committed reader sees them,
     hold every record once, while the handler ran many records more than once."""
     report = tmp_path / "eos.html"
-    argv = ["chaos", "--mode", "exactly-once", "--records", "3000", "--partitions", "3",
+    argv = ["chaos", "--mode", "exactly-once", "--records", "5000", "--partitions", "3",
             "--consumers", "2", "--kill-every", "6", "--term-share", "0",
-            "--broker-restarts", "0", "--transient", "0.003", "--poison", "0.002",
-            "--seed", "14", "--json", "--report", str(report)]  # fmt: skip
+            "--broker-restarts", "0", "--seed", "14", "--json", "--report", str(report)]  # fmt: skip
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = run_chaos(build_parser().parse_args(argv), broker=broker)
@@ -148,7 +147,7 @@ def test_exactly_once_through_sigkills_each_output_and_dead_letter_once(
              for v in (m.value().decode() for m in admin.read_all(servers, topic, 60))}  # fmt: skip
     healthy = sorted(i for i, k in kinds.items() if k not in ("pf", "pr"))
     poison = sorted(i for i, k in kinds.items() if k in ("pf", "pr"))
-    assert len(kinds) == 3000 and poison
+    assert len(kinds) == 5000 and poison
     outputs = [m.value().decode().split(":")[0] for m in read(servers, f"{topic}-out")]
     assert sorted(outputs) == healthy  # each once
     dead = [m.value().decode().split(":")[0] for m in read(servers, f"{topic}-dlt")]
