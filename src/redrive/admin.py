@@ -373,10 +373,19 @@ def committed_metadata(bootstrap_servers: Servers, group_id: str, tp: TopicParti
     return got.metadata or None
 
 
-def end_offsets(bootstrap_servers: Servers, topic: str) -> dict[int, int]:
-    """The end offset (high watermark) per partition of `topic`."""
+Isolation = Literal["read_committed", "read_uncommitted"]
+
+
+def end_offsets(
+    bootstrap_servers: Servers, topic: str, isolation: Isolation = "read_committed"
+) -> dict[int, int]:
+    """The end offset per partition of `topic` that a reader with `isolation` sees: the
+    last stable offset under ``read_committed`` (the high watermark, unless a transaction
+    is open in the partition), the high watermark under ``read_uncommitted``."""
     n = topic_partitions(bootstrap_servers, topic) or 0
-    consumer = Consumer(_quiet(bootstrap_servers, {"group.id": "redrive-peek"}))
+    consumer = Consumer(
+        _quiet(bootstrap_servers, {"group.id": "redrive-peek", "isolation.level": isolation})
+    )
     try:
         return {
             p: consumer.get_watermark_offsets(KTopicPartition(topic, p), timeout=10)[1]
@@ -410,9 +419,6 @@ def read_all(bootstrap_servers: Servers, topic: str, timeout: float = 10.0) -> l
         consumer.close()
     out.sort(key=lambda m: (m.partition(), m.offset()))
     return out
-
-
-Isolation = Literal["read_committed", "read_uncommitted"]
 
 
 def read_as(

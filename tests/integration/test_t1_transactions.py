@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from redrive import App, BackOff, Commit, Message, Output, ProducerFenced, Retry, admin
 from redrive import headers as h
+from redrive.consumer.producer import KafkaOutputs
 from redrive.events import Aborted, Failed
 
 from .dlt import header_values
@@ -255,3 +257,23 @@ def test_t1_a_consumer_that_lost_its_partitions_cannot_commit_its_stale_transact
     assert sorted(seen) == sorted(f"m{i}".encode() for i in range(10))
     assert max(seen.values()) == 1
     assert len(read(kafka, out, "read_uncommitted")) >= 11  # the first's aborted outputs
+
+
+def test_t1_an_abort_just_after_a_commit_keeps_the_producer(kafka, make_topic, names) -> None:
+    """A handler that writes an output and fails right after the previous poll committed:
+    the abort comes while librdkafka is still adding the output's partition to the new
+    transaction (the coordinator is completing the last one). It must abort, not turn the
+    producer fatal (INVALID_TXN_STATE, found by `redrive chaos --mode exactly-once`)."""
+    out = make_topic("out")
+    outputs = KafkaOutputs({"bootstrap.servers": kafka}, names.group("txn"), lambda: None)
+    outputs.start()
+    try:
+        for _ in range(10):
+            outputs.send(Output(out, value=b"kept"))
+            outputs.commit({})
+            outputs.send(Output(out, value=b"aborted"))
+            time.sleep(0.001)  # the partition's registration is sent, not yet answered
+            outputs.abort()
+    finally:
+        outputs.close()
+    assert values(read(kafka, out)) == [b"kept"] * 10

@@ -11,9 +11,10 @@ import pytest
 from redrive import headers as h
 from redrive.chaos import cli
 from redrive.chaos.ledger import Handling
-from redrive.chaos.plan import Plan
-from redrive.chaos.run import Fault, Run, Sample
-from redrive.chaos.verdict import judge
+from redrive.chaos.plan import Mode, Plan
+from redrive.chaos.report import Result, as_json, terminal
+from redrive.chaos.run import Fault, Run, Sample, Written
+from redrive.chaos.verdict import EXACTLY_ONCE_RULE, judge
 from redrive.cli import build_parser
 from redrive.dlt.records import DeadLetterRecord, decode_headers
 
@@ -21,13 +22,13 @@ T = "chaos-t"
 
 
 def make_run(kinds: list[str], handlings: list[Handling], *, faults: list[Fault] = (),
-             samples: list[Sample] | None = None,
-             dead: list[DeadLetterRecord] = ()) -> Run:  # fmt: skip
+             samples: list[Sample] | None = None, dead: list[DeadLetterRecord] = (),
+             mode: Mode = "record") -> Run:  # fmt: skip
     produced = {i: (0, i) for i in range(len(kinds))}
     end = len(kinds)
     final = Sample(100.0, {(T, 0): end}, {(T, 0): end})
-    run = Run(Plan(records=len(kinds), partitions=1), "x:1", T, "g", list(kinds), produced,
-              began=0.0, ended=100.0, settled=True)  # fmt: skip
+    run = Run(Plan(mode=mode, records=len(kinds), partitions=1), "x:1", T, "g", list(kinds),
+              produced, began=0.0, ended=100.0, settled=True)  # fmt: skip
     run.faults = list(faults)
     run.samples = [*(samples or []), final]
     run.handlings = list(handlings)
@@ -214,3 +215,68 @@ def test_copies_at_other_offsets_handled_by_one_process_need_one_fault_each() ->
     assert [r.fault for r in v.repeats] == [first, second]
     v = judge(make_run(["ok"], handled, faults=[first]))
     assert [r.fault for r in v.repeats] == [first, None]
+
+
+def exactly_once(kinds: list[str], handlings: list[Handling], outputs: list[int],
+                 *, uncommitted: list[int] = (), **kw: object) -> Run:  # fmt: skip
+    """An exactly-once run whose <topic>-out holds one record per id in `outputs` (in the
+    order written, a second apart), and `uncommitted` besides for read_uncommitted readers."""
+    run = make_run(kinds, handlings, mode="exactly-once", **kw)  # type: ignore[arg-type]
+    run.outputs = [Written(i, 0, n, 10.0 + n) for n, i in enumerate(outputs)]
+    run.outputs_uncommitted = [Written(i, 0, n, 10.0 + n)
+                               for n, i in enumerate([*outputs, *uncommitted])]  # fmt: skip
+    return run
+
+
+def test_exactly_once_judges_the_output_topic_and_counts_the_ledgers_repeats() -> None:
+    # the handler ran record 0 three times (aborted polls, a kill), record 1 once: only
+    # one output of each was committed, which is what the rule asks
+    reruns = [ok(0, 1, pid=1), ok(0, 2, pid=1), ok(0, 9, pid=2), ok(1, 3)]
+    kill = Fault(5.0, "kill", pid=1)
+    run = exactly_once(["ok", "ok", "pf"], reruns, [0, 1], uncommitted=[0, 0, 1],
+                       dead=[dead_letter(2, 4)], faults=[kill])  # fmt: skip
+    v = judge(run)
+    assert v.passed, v.checks
+    assert v.rule == EXACTLY_ONCE_RULE and v.repeats == []
+    assert [r.ident for r in v.reruns] == [0, 0]  # counted, not judged
+    f = v.figures
+    assert f["handler_runs_beyond_one_per_record"] == 2 and f["extra_handlings"] == 2
+    assert (f["outputs"], f["outputs_more_than_once"]) == (2, 0)
+    assert (f["outputs_read_uncommitted"], f["duplicates_read_uncommitted"]) == (5, 3)
+    # the rule is shown: in --json and on the terminal
+    (shown,) = as_json([Result(run, v)])["runs"]
+    assert shown["rule"] == shown["figures"]["rule"] == EXACTLY_ONCE_RULE
+    assert f"rule: {EXACTLY_ONCE_RULE}" in terminal(run, v)
+    # the same ledger in an at-least-once mode: the second run by pid 1 has no fault
+    assert not judge(make_run(["ok", "ok", "pf"], reruns, faults=[kill],
+                              dead=[dead_letter(2, 4)])).passed  # fmt: skip
+
+
+def test_exactly_once_fails_a_second_output_whatever_the_faults() -> None:
+    # record 0 handled by pid 1, which was killed before its commit: in an at-least-once
+    # mode that kill explains the repeat; here a second committed output is a failure
+    kill = Fault(5.0, "kill", pid=1)
+    handled = [ok(0, 1, pid=1), ok(0, 9, pid=2)]
+    assert judge(make_run(["ok"], handled, faults=[kill])).passed
+    v = judge(exactly_once(["ok"], handled, [0, 0], faults=[kill]))
+    assert not v.passed
+    (repeat,) = v.unexplained
+    assert (repeat.ident, repeat.what, repeat.fault) == (0, "output", None)
+    twice = next(c for c in v.checks if c.what.startswith("healthy records output more"))
+    assert not twice.ok and twice.observed == "1 (1 extra outputs)"
+
+
+def test_exactly_once_loses_a_record_whose_output_is_missing_though_the_ledger_has_it() -> None:
+    v = judge(exactly_once(["ok", "ok"], [ok(0, 1), ok(1, 2)], [0]))
+    assert not v.passed and v.lost == [1]
+
+
+def test_exactly_once_fails_a_second_dead_letter_and_an_output_of_a_poison_record() -> None:
+    handled = [Handling(1.0, 0, 3, "fail", T, 0, 0, 1)]
+    kill = Fault(2.0, "kill", pid=1)  # explains the copy at least once, not here
+    twice = [dead_letter(0, 1.5), dead_letter(0, 9)]
+    assert judge(make_run(["pf"], handled, dead=twice, faults=[kill])).passed
+    v = judge(exactly_once(["pf"], handled, [], dead=twice, faults=[kill]))
+    assert not v.passed and v.figures["extra_dead_letters"] == 1
+    v = judge(exactly_once(["pf"], handled, [0], dead=twice[:1]))
+    assert not v.passed and v.figures["outputs_not_healthy"] == 1

@@ -4,10 +4,13 @@ redrive.chaos.app:app``, configured by the environment the chaos command sets.
     REDRIVE_CHAOS_TOPIC   the topic of the run (its dead-letter topic: <topic>-dlt)
     REDRIVE_CHAOS_GROUP   the consumer group
     REDRIVE_CHAOS_LEDGER  the folder of the ledger files
-    REDRIVE_CHAOS_MODE    record | batch | concurrency | retry-topics
+    REDRIVE_CHAOS_MODE    record | batch | concurrency | retry-topics | exactly-once
 
 The handler decides from the record's kind (``redrive.chaos.plan``) and the attempt redrive
-hands over, writes one ledger line per handling, then returns or raises.
+hands over, writes one ledger line per handling, then returns or raises. In the
+exactly-once mode it also returns an ``Output`` to ``<topic>-out`` (the record's key and
+value), committed with the record's position in one Kafka transaction; the ledger line stays
+a side effect outside Kafka, written again whenever the handler runs again.
 """
 
 from __future__ import annotations
@@ -17,9 +20,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from redrive import App, BackOff, BatchFailed, DeadLetter, Message, Retry, RetryTopics
+from redrive import (
+    App,
+    BackOff,
+    BatchFailed,
+    Commit,
+    DeadLetter,
+    Message,
+    Output,
+    Retry,
+    RetryTopics,
+)
 from redrive.chaos.ledger import Writer, line, lost_line
-from redrive.chaos.plan import MODES, POISON, parse
+from redrive.chaos.plan import MODES, POISON, output_topic, parse
 from redrive.events import Event, Lost
 
 SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 100}
@@ -28,6 +41,17 @@ RETRY = Retry.seek(BackOff.fixed(0.05, max_attempts=3))
 """Transient records fail at most twice: 3 attempts are enough; poison ones use them up."""
 RETRY_TOPICS = RetryTopics((0.1, 0.1))
 """Two hops through one reused ``<topic>-retry`` topic, then ``<topic>-dlt``."""
+TRANSACTIONS = {"transaction.timeout.ms": 10_000}
+"""The exactly-once mode's producer. Each consumer process has its own transactional id
+(redrive's default), which nothing reuses after a SIGKILL, so nothing fences the dead
+process's open transaction: the coordinator aborts it when it times out. Until then
+``read_committed`` readers of ``<topic>-out`` and ``<topic>-dlt`` stop at it, and if it
+already held positions, the partitions' next owner waits to read them. Kafka's 60 s would
+stall a partition for a minute after each kill (one every few seconds here); a poll of this
+handler (500 records, a ledger line and an output each, back-offs of 0.05 s) takes well
+under a second, so 10 s still leaves a wide margin on a loaded machine. A transaction still
+open when it expires (the broker down longer than that) is aborted and its poll handled
+again: one more fault for the run to survive."""
 
 
 class Poisoned(ConnectionError):
@@ -70,6 +94,10 @@ def build(topic: str, group: str, ledger: Path, mode: str) -> App:
         if error is not None:
             raise error
 
+    def transform(msg: Message) -> Output:
+        handle(msg)
+        return Output(output_topic(topic), key=msg.raw_key, value=msg.raw_value)
+
     def handle_batch(batch: list[Message]) -> None:
         lines = []
         for i, msg in enumerate(batch):
@@ -89,7 +117,13 @@ def build(topic: str, group: str, ledger: Path, mode: str) -> App:
             topic, retry=RETRY, recoverer=DeadLetter(), concurrency=4, ordering="key"
         )(handle),
         "retry-topics": lambda: app.listener(topic, retry_topics=RETRY_TOPICS)(handle),
-        # "exactly-once": issue 16 registers its transactional listener here.
+        "exactly-once": lambda: app.listener(
+            topic,
+            retry=RETRY,
+            recoverer=DeadLetter(),
+            commit=Commit.transaction(),
+            kafka=TRANSACTIONS,
+        )(transform),
     }
     listeners[mode]()
     return app

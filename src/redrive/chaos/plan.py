@@ -20,17 +20,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-Mode = Literal["record", "batch", "concurrency", "retry-topics"]
-"""How the consumers listen. Exactly-once (issue 16) joins here when it lands: a name in
-``MODES``, a listener in ``redrive.chaos.app.LISTENERS``, and its duplicate rule in
-``redrive.chaos.verdict``."""
+Mode = Literal["record", "batch", "concurrency", "retry-topics", "exactly-once"]
+"""How the consumers listen: a name in ``MODES``, a listener in ``redrive.chaos.app``, and
+the rule ``redrive.chaos.verdict`` judges it by (``EXACTLY_ONCE``, or at-least-once)."""
 
 MODES: dict[str, str] = {
     "record": "record listener, seek retries in the partition",
     "batch": "batch listener naming the failed record (BatchFailed)",
     "concurrency": "record listener, concurrency=4, ordering='key'",
     "retry-topics": "record listener with non-blocking retry topics",
+    "exactly-once": "record listener, Commit.transaction(): an output per record to <topic>-out",
 }
+
+EXACTLY_ONCE: frozenset[str] = frozenset({"exactly-once"})
+"""Modes judged by what they wrote to Kafka (``<topic>-out`` and ``<topic>-dlt``, read
+``read_committed``): every record's effect exactly once. The others are judged by the
+ledger: at least once, every repeat explained by a fault."""
 
 Kind = Literal["ok", "t1", "t2", "pf", "pr"]
 POISON: frozenset[str] = frozenset({"pf", "pr"})
@@ -80,6 +85,11 @@ class Plan:
         keys = self.keys()
         for i, kind in enumerate(kinds):
             yield f"key-{i % keys}".encode(), f"{i}:{kind}".encode()
+
+
+def output_topic(topic: str) -> str:
+    """Where the exactly-once mode's handler writes one output per record it handles."""
+    return f"{topic}-out"
 
 
 def parse(value: bytes) -> tuple[int, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from redrive.chaos.plan import MODES
 from redrive.chaos.run import Fault, Run
-from redrive.chaos.verdict import Verdict
+from redrive.chaos.verdict import EXACTLY_ONCE_RULE, Verdict
 from redrive.drawing import charts, page
 
 FAULT_COLORS = {
@@ -62,16 +62,32 @@ def terminal(run: Run, v: Verdict) -> str:
         "",
         f"chaos {run.plan.mode}: {'PASS' if v.passed else 'FAIL'} in {f['seconds']:.1f} s "
         f"(seed {run.plan.seed})",
+        f"  rule: {v.rule}",
         f"  {f['records']:,} records ({f['transient']:,} transient, {f['poison']:,} poison) "
         f"over {f['partitions']} partitions, {f['consumers']} consumers",
         f"  faults: {f['kills']} SIGKILL, {f['terms']} SIGTERM, {f['broker_restarts']} broker "
         f"restart(s); {f['consumer_starts']} consumer starts",
-        f"  handled more than once: {f['handled_more_than_once']:,} records "
-        f"({f['extra_handlings']:,} extra handlings, at most {f['most_handlings_of_one_record']} "
-        f"of one record); dead-lettered again: {f['extra_dead_letters']:,}",
-        f"  repeats explained by a fault: {f['repeats_explained']:,}, unexplained: "
-        f"{f['repeats_unexplained']:,} (at most {f['most_repeats_per_fault']:,} per fault)",
     ]
+    if "outputs" in f:  # the exactly-once rule
+        lines += [
+            f"  {run.out} (read_committed): {f['outputs']:,} outputs, "
+            f"{f['outputs_more_than_once']:,} records more than once; a read_uncommitted "
+            f"reader sees {f['outputs_read_uncommitted']:,} outputs, "
+            f"{f['duplicates_read_uncommitted']:,} of them duplicates",
+            f"  handler runs beyond one per record (ledger, not judged): "
+            f"{f['handler_runs_beyond_one_per_record']:,} ({f['extra_handlings']:,} successful "
+            f"re-runs, at most {f['most_handlings_of_one_record']} runs of one record); "
+            f"dead-lettered again: {f['extra_dead_letters']:,}",
+        ]
+    else:
+        lines += [
+            f"  handled more than once: {f['handled_more_than_once']:,} records "
+            f"({f['extra_handlings']:,} extra handlings, at most "
+            f"{f['most_handlings_of_one_record']} of one record); dead-lettered again: "
+            f"{f['extra_dead_letters']:,}",
+            f"  repeats explained by a fault: {f['repeats_explained']:,}, unexplained: "
+            f"{f['repeats_unexplained']:,} (at most {f['most_repeats_per_fault']:,} per fault)",
+        ]
     width = max(len(c.what) for c in v.checks)
     for c in v.checks:
         mark = "ok" if c.ok else "FAIL"
@@ -106,6 +122,7 @@ def _run_json(r: Result) -> dict[str, Any]:
         "topic": run.topic,
         "group": run.group,
         "plan": asdict(run.plan),
+        "rule": v.rule,
         "passed": v.passed,
         "figures": v.figures,
         "checks": [asdict(c) for c in v.checks],
@@ -192,13 +209,39 @@ def figures_of(r: Result) -> list[str]:
         ]
         label = f"{'retry' if tp[0] != run.topic else 'p'}[{tp[1]}]"
         lag_series.append(charts.Series(label, pts))
+    handled_series = [charts.Series("records handled", _cumulative(handled, span, size), "#1f4e99")]
     explained = [x.t - run.began for x in v.repeats if x.explained]
     unexplained = [x.t - run.began for x in v.repeats if not x.explained]
+    repeat_series = [
+        charts.Series("explained by a fault", _cumulative(explained, span, size), "#2e7d32"),
+        charts.Series("unexplained", _cumulative(unexplained, span, size), "#c62828"),
+    ]
+    repeats_title = "Repeats over time (handled or dead-lettered again)"
+    if v.rule == EXACTLY_ONCE_RULE:  # judged by the output topic; the ledger's repeats are not
+        first_out: dict[int, float] = {}
+        for w in run.outputs:
+            first_out[w.ident] = min(w.t, first_out.get(w.ident, w.t))
+        outputs = sorted(t - run.began for t in first_out.values())
+        handled_series.append(
+            charts.Series(
+                f"outputs in {run.out} (read_committed)",
+                _cumulative(outputs, span, size),
+                "#2e7d32",
+            )
+        )
+        reruns = [x.t - run.began for x in v.reruns]
+        repeat_series = [
+            charts.Series("handler re-runs (ledger, not judged)", _cumulative(reruns, span, size),
+                          "#2e7d32"),
+            charts.Series("second copies in the output or dead-letter topic (fail)",
+                          _cumulative(unexplained, span, size), "#c62828"),
+        ]  # fmt: skip
+        repeats_title = "Handler re-runs and second copies in Kafka over time"
     return [
         charts.chart(
             "handled",
             "Records handled (first success) over time, faults marked",
-            [charts.Series("records handled", _cumulative(handled, span, size), "#1f4e99")],
+            handled_series,
             x_max=span,
             markers=marks,
             y_label="records",
@@ -213,13 +256,8 @@ def figures_of(r: Result) -> list[str]:
         ),
         charts.chart(
             "repeats",
-            "Repeats over time (handled or dead-lettered again)",
-            [
-                charts.Series(
-                    "explained by a fault", _cumulative(explained, span, size), "#2e7d32"
-                ),
-                charts.Series("unexplained", _cumulative(unexplained, span, size), "#c62828"),
-            ],
+            repeats_title,
+            repeat_series,
             x_max=span,
             markers=marks,
             y_label="repeats",
@@ -270,6 +308,15 @@ def _section(r: Result) -> str:
         ("most repeats explained by one fault", f["most_repeats_per_fault"]),
         ("seconds", f["seconds"]),
     ]
+    if v.rule == EXACTLY_ONCE_RULE:
+        rows[-2:-1] = [
+            ("handler runs beyond one per record (not judged)",
+             f["handler_runs_beyond_one_per_record"]),
+            (f"outputs in {run.out} (read_committed)", f["outputs"]),
+            ("records output more than once", f["outputs_more_than_once"]),
+            ("outputs a read_uncommitted reader sees", f["outputs_read_uncommitted"]),
+            ("duplicates a read_uncommitted reader sees", f["duplicates_read_uncommitted"]),
+        ]  # fmt: skip
     figures = "".join(
         f"<tr><td>{escape(k)}</td><td class='num'>{val:,}</td></tr>"
         if isinstance(val, int)
@@ -294,8 +341,13 @@ def _section(r: Result) -> str:
         + "".join(f"<li>{escape(b)}</li>" for b in v.bad_headers[:100])
     )
     problems = f"<ul class='problems'>{odd}</ul>" if odd else ""
+    promise = (
+        "every output and dead letter in Kafka exactly once"
+        if v.rule == EXACTLY_ONCE_RULE
+        else "every repeat explained"
+    )
     verdict = (
-        '<p class="verdict pass">PASS: nothing lost, every repeat explained</p>'
+        f'<p class="verdict pass">PASS: nothing lost, {promise}</p>'
         if v.passed
         else '<p class="verdict fail">FAIL</p>'
     )
@@ -307,7 +359,7 @@ def _section(r: Result) -> str:
 <p class="about">{f["records"]:,} records over {f["partitions"]} partitions, consumed by
 {f["consumers"]} <code>redrive run</code> processes in group {escape(run.group)}, against
 Kafka at {escape(run.servers)}; {len(run.faults)} faults on the schedule of seed
-{run.plan.seed}.</p>
+{run.plan.seed}. Rule: {escape(v.rule)}.</p>
 {verdict}{problems}
 <div class="charts">{"".join(figures_of(r))}</div>
 <div class="tables">
@@ -346,7 +398,10 @@ they worked; each consumer wrote a ledger line for every handling before its han
 returned, and the dead-letter topic was read back at the end. A run passes when nothing is
 lost, only poison records are dead-lettered, every repeat (a record handled, or
 dead-lettered, again) is explained by a SIGKILL or broker restart that hit before the
-record was committed, and the group has committed everything. Faults on the charts:
+record was committed, and the group has committed everything. An exactly-once run is judged
+by what it wrote to Kafka instead: every output and dead letter exactly once to a
+<code>read_committed</code> reader (its handler's re-runs are counted, not judged). Faults
+on the charts:
 {legend} (a band: the broker was down).</p>
 <table><tr><th>mode</th><th>records</th><th>SIGKILLs</th><th>broker restarts</th>
 <th>lost</th><th>handled more than once</th><th>unexplained</th><th>time</th>

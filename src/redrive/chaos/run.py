@@ -5,7 +5,8 @@ The driver is the only process that sends faults, and it logs each one with its 
 consumers (``redrive run redrive.chaos.app:app``) know nothing of the plan. The run ends
 when every record reached its final outcome (handled, or dead-lettered for the poison ones)
 and the group has committed everything; then the consumers are stopped gracefully and the
-dead-letter topic is read back with a plain consumer.
+dead-letter topic is read back with a plain consumer (``read_committed``), and in the
+exactly-once mode the output topic too, once with each isolation level.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from redrive import admin
 from redrive.broker import LocalKafka
 from redrive.chaos.app import RETRY_TOPICS
 from redrive.chaos.ledger import Handling, Reader
-from redrive.chaos.plan import POISON, Kind, Plan
+from redrive.chaos.plan import EXACTLY_ONCE, POISON, Kind, Plan, output_topic, parse
 from redrive.dlt.records import DeadLetterRecord, read
 from redrive.observe.logs import kafka_logging
 from redrive.workers import _die_with_parent, exit_code
@@ -86,6 +87,17 @@ class Sample:
         return sum(end - (self.committed.get(tp) or 0) for tp, end in self.ends.items())
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A record of ``<topic>-out`` (exactly-once mode): the id of the record whose handling
+    wrote it, where it is, and when it was written."""
+
+    ident: int
+    partition: int
+    offset: int
+    t: float
+
+
 @dataclass
 class Run:
     """What a chaos run did and saw: the input of the verdict and the report."""
@@ -105,12 +117,20 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     handlings: list[Handling] = field(default_factory=list)
     dead_letters: list[DeadLetterRecord] = field(default_factory=list)
+    outputs: list[Written] = field(default_factory=list)
+    """``<topic>-out`` as a ``read_committed`` reader sees it (exactly-once mode)."""
+    outputs_uncommitted: list[Written] = field(default_factory=list)
+    """``<topic>-out`` as a ``read_uncommitted`` reader sees it: aborted outputs too."""
     broker_faults: bool = True
     workdir: Path = Path()
 
     @property
     def dlt(self) -> str:
         return f"{self.topic}-dlt"
+
+    @property
+    def out(self) -> str:
+        return output_topic(self.topic)
 
 
 @dataclass
@@ -154,6 +174,8 @@ class Driver:
         topics = {self.topic: plan.partitions, f"{self.topic}-dlt": plan.partitions}
         if plan.mode == "retry-topics":  # before the sampler looks at them
             topics.update(dict.fromkeys(RETRY_TOPICS.retry_topics(self.topic), plan.partitions))
+        if plan.mode in EXACTLY_ONCE:
+            topics[output_topic(self.topic)] = plan.partitions
         admin.create_topics(self.servers, topics)
         produced = self._produce(kinds)
         run = Run(
@@ -188,8 +210,43 @@ class Driver:
                 run.handlings.append(h)
         run.samples.append(self._sample_once(watched, timeout=30.0))
         run.ended = time.time()
+        if plan.mode in EXACTLY_ONCE:
+            self._await_settled_transactions([run.dlt, run.out])
+            run.outputs = self._written(run.out, "read_committed")
+            run.outputs_uncommitted = self._written(run.out, "read_uncommitted")
         run.dead_letters = read(self.servers, run.dlt, timeout=120)
         return run
+
+    def _await_settled_transactions(self, topics: list[str], timeout: float = 90.0) -> None:
+        """Wait until no transaction is open in `topics` (the last stable offset of every
+        partition is its high watermark): a ``read_committed`` reader stops at an open one,
+        and would miss what was committed after it. A SIGKILLed consumer's transaction stays
+        open until the coordinator aborts it (``redrive.chaos.app.TRANSACTIONS``)."""
+        began = time.monotonic()
+        while True:
+            unsettled = [
+                t
+                for t in topics
+                if admin.end_offsets(self.servers, t)
+                != admin.end_offsets(self.servers, t, "read_uncommitted")
+            ]
+            if not unsettled:
+                if time.monotonic() - began > 1:
+                    self.say(f"open transactions ended after {time.monotonic() - began:.1f} s")
+                return
+            if time.monotonic() - began > timeout:
+                self.say(
+                    f"transactions still open in {', '.join(unsettled)} after {timeout:g} s: "
+                    "reading what read_committed readers see now"
+                )
+                return
+            time.sleep(0.5)
+
+    def _written(self, topic: str, isolation: admin.Isolation) -> list[Written]:
+        return [
+            Written(parse(m.value())[0], m.partition(), m.offset(), m.timestamp()[1] / 1000)
+            for m in admin.read_as(self.servers, topic, isolation, timeout=120)
+        ]
 
     def _produce(self, kinds: list[Kind]) -> dict[int, tuple[int, int]]:
         began = time.monotonic()

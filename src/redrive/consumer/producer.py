@@ -191,6 +191,15 @@ class KafkaOutputs:
             return
         producer = self._producer
         self._open = False
+        # Flushed first, so that every partition written to is registered with the
+        # transaction before it is aborted. librdkafka (2.x) aborting while it still adds
+        # one (an output written just before the handler failed, right after the previous
+        # commit, when the coordinator answers CONCURRENT_TRANSACTIONS and librdkafka
+        # retries) drops that registration and sends EndTxn all the same; the coordinator,
+        # its transaction already complete, answers INVALID_TXN_STATE, which librdkafka
+        # makes fatal: the listener stopped (found by `redrive chaos --mode exactly-once`).
+        # What is flushed is aborted with the rest.
+        producer.flush(self.timeout)
         self._call(producer.abort_transaction, "aborting")
         producer.poll(0)  # the delivery reports of the purged outputs: they are gone with it
         self._failed.clear()
@@ -252,7 +261,9 @@ class KafkaOutputs:
                     self.abort()
                 else:
                     self._producer.flush(self.timeout)
-            except (ProducerFenced, TransactionAborted) as exc:
+            except (ProducerFenced, TransactionAborted, KafkaException) as exc:
+                # A producer in a fatal state fails its flush too; the error that made it
+                # fatal (ProducerFenced) is what the listener reports, not this one.
                 log.debug("closing the producer: %s", exc)
             self._producer = None
 

@@ -193,11 +193,15 @@ def _preview(b: bytes | None, limit: int) -> str | None:
 def read(
     bootstrap_servers: admin.Servers, topic: str, timeout: float = 30.0
 ) -> list[DeadLetterRecord]:
-    """Every record now in the dead-letter topic `topic`, by partition and offset."""
+    """Every record now in the dead-letter topic `topic`, by partition and offset, as a
+    ``read_committed`` reader sees it: the dead letters of aborted transactions are not
+    there, and reading stops before a transaction still open (``Commit.transaction()``)."""
     if admin.topic_partitions(bootstrap_servers, topic) is None:
         raise ClientError(f"topic {topic!r} does not exist at {admin.address(bootstrap_servers)}")
     out = []
-    for m in admin.read_all(bootstrap_servers, topic, timeout):
+    # Not read_all: a transactional topic's last offset may be a commit marker, which no
+    # reader ever receives; read_as stops at each partition's end (its last stable offset).
+    for m in admin.read_as(bootstrap_servers, topic, "read_committed", timeout):
         headers: RawHeaders = tuple(m.headers() or ())
         out.append(
             DeadLetterRecord(
