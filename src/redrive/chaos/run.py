@@ -370,6 +370,7 @@ class Driver:
             "REDRIVE_CHAOS_GROUP": self.group,
             "REDRIVE_CHAOS_LEDGER": str(self.ledger),
             "REDRIVE_CHAOS_MODE": self.plan.mode,
+            "REDRIVE_CHAOS_SLOT": str(slot.index),
         }
         argv = [
             sys.executable,
