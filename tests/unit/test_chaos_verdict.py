@@ -113,6 +113,22 @@ def test_an_eviction_explains_repeats_of_the_partitions_the_consumer_lost() -> N
     assert not v.passed and len(v.unexplained) == 1
 
 
+def test_a_refused_revocation_commit_explains_repeats_of_the_partitions_given_up() -> None:
+    """Kafka refused the commit of a partition given up in a rebalance (the group was
+    rebalancing again): what its owner handled since the last commit is handled again."""
+    cause = Fault(4.0, "kill", pid=3)  # the churn that made the group rebalance again
+    refused = Fault(5.0, "refused", pid=1, partitions=((T, 0),))
+    handled = [ok(0, 1, pid=1), ok(0, 9, pid=2)]
+    v = judge(make_run(["ok"], handled, faults=[cause, refused]))
+    assert v.passed, v.checks
+    assert v.repeats[0].fault == refused and v.figures["refused_revocation_commits"] == 1
+    v = judge(make_run(["ok"], handled, faults=[refused]))  # nothing injected: fails
+    assert not v.passed and v.figures["evictions_without_cause"] == 1
+    committed = Sample(4.5, {(T, 0): 1}, {(T, 0): 1})  # offset 0 was committed before
+    v = judge(make_run(["ok"], handled, faults=[cause, refused], samples=[committed]))
+    assert not v.passed and len(v.unexplained) == 1
+
+
 def test_an_eviction_nothing_injected_caused_explains_nothing_and_fails() -> None:
     evicted = Fault(50.0, "evicted", pid=1, partitions=((T, 0),))
     handled = [ok(0, 45, pid=1), ok(0, 59, pid=2)]

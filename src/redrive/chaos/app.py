@@ -34,7 +34,7 @@ from redrive import (
 )
 from redrive.chaos.ledger import Writer, line, lost_line
 from redrive.chaos.plan import MODES, POISON, output_topic, parse
-from redrive.events import Event, Lost
+from redrive.events import CommitRetrying, Event, Lost
 
 SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 100}
 """A SIGKILLed consumer's partitions move after 6 s (the broker's default is 45 s)."""
@@ -82,6 +82,10 @@ def build(topic: str, group: str, ledger: Path, mode: str, slot: int = 0) -> App
         if isinstance(event, Lost):  # evicted: these partitions moved without a hand-over
             now = time.time()
             writer.write("".join(lost_line(now, tp.topic, tp.partition) for tp in event.partitions))
+        elif isinstance(event, CommitRetrying) and event.reason == "revoke":
+            now = time.time()  # given up in a rebalance, their commit refused by Kafka
+            writer.write("".join(lost_line(now, tp.topic, tp.partition, "refused")
+                                 for tp, _ in event.positions))  # fmt: skip
 
     app.bus.subscribe(on_event)
 

@@ -9,7 +9,10 @@ processes, not the machine; a power cut could lose the last lines.)
 A line: ``<unix time> <id> <attempt> <ok|fail> <topic> <partition> <offset>``. A consumer
 that is told it *lost* partitions (its session expired: the group gave them to another
 member without a hand-over) writes ``<unix time> -1 0 lost <topic> <partition> -1`` for
-each: the verdict counts that as a fault, reported by the consumer itself.
+each: the verdict counts that as a fault, reported by the consumer itself. So does
+``refused`` in its place: Kafka refused the commit of partitions the consumer was giving up
+in a rebalance (the group was rebalancing again), so what it handled since its last commit
+there is handled again by their next owner.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class Handling:
     t: float
     ident: int
     attempt: int
-    outcome: str  # "ok", "fail", or "lost" (a lost partition: ident is -1)
+    outcome: str  # "ok", "fail"; "lost" or "refused" (a partition: ident is -1)
     topic: str
     partition: int
     offset: int
@@ -41,11 +44,12 @@ class Handling:
 
     @property
     def lost(self) -> bool:
-        return self.outcome == "lost"
+        """A partition this process lost (``lost``), or gave up uncommitted (``refused``)."""
+        return self.outcome in ("lost", "refused")
 
 
-def lost_line(t: float, topic: str, partition: int) -> str:
-    return f"{t:.4f} -1 0 lost {topic} {partition} -1\n"
+def lost_line(t: float, topic: str, partition: int, how: str = "lost") -> str:
+    return f"{t:.4f} -1 0 {how} {topic} {partition} -1\n"
 
 
 def line(

@@ -19,6 +19,7 @@ from redrive.drawing import charts, page
 
 FAULT_COLORS = {
     "evicted": "#5d4037",
+    "refused": "#00838f",
     "kill": "#c62828",
     "term": "#ef6c00",
     "broker-term": "#6a1b9a",
@@ -26,6 +27,7 @@ FAULT_COLORS = {
 }
 FAULT_NAMES = {
     "evicted": "evicted (partitions lost)",
+    "refused": "revocation commit refused",
     "kill": "SIGKILL",
     "term": "SIGTERM",
     "broker-term": "broker restart (SIGTERM)",
@@ -389,7 +391,7 @@ def html(results: Sequence[Result], *, command: str = "", total: float = 0.0) ->
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     legend = " ".join(
         f'<span style="color:{FAULT_COLORS[k]}">&#9474; {escape(FAULT_NAMES[k])}</span>'
-        for k in ("kill", "term", "broker-kill", "evicted")
+        for k in ("kill", "term", "broker-kill", "evicted", "refused")
     )
     body = f"""<h1>redrive chaos: {passed} of {len(results)} runs pass</h1>
 <p class="about">Run {when}{f" with <code>{escape(command)}</code>" if command else ""} in
@@ -419,7 +421,7 @@ on the charts:
 def _process(f: Fault) -> str:
     if f.broker:
         return ""
-    if f.kind == "evicted":
+    if f.kind in ("evicted", "refused"):
         lost = ", ".join(f"{t}[{p}]" for t, p in f.partitions)
-        return f"pid {f.pid}: lost {escape(lost)}"
+        return f"pid {f.pid}: {'lost' if f.kind == 'evicted' else 'gave up'} {escape(lost)}"
     return f"consumer {f.slot} (pid {f.pid})"

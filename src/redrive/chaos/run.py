@@ -47,9 +47,10 @@ Say = Callable[[str], None]
 class Fault:
     """Something that happened to the run: ``kill`` (SIGKILL of a consumer), ``term``
     (SIGTERM), ``broker-term`` / ``broker-kill`` (a broker stop and start, from ``t`` to
-    ``until``), done by the driver; ``evicted``: a consumer reported that it lost
-    `partitions` (its session expired, typically while the broker was down). ``pid`` is the
-    consumer's process id (0 for the broker)."""
+    ``until``), done by the driver; ``refused``: a consumer reported that Kafka refused
+    the commit of `partitions` it gave up in a rebalance; ``evicted``: a consumer reported
+    that it lost `partitions` (its session expired, typically while the broker was down).
+    ``pid`` is the consumer's process id (0 for the broker)."""
 
     t: float
     kind: str
@@ -335,17 +336,21 @@ class Driver:
         self.say(f"the run did not settle within {plan.timeout:g} s")
 
     def _evicted(self, run: Run, h: Handling) -> None:
-        """A lost partition a consumer reported: one fault per loss (its partitions)."""
+        """A lost partition a consumer reported (or one whose commit Kafka refused when it
+        gave it up): one fault per report (its partitions)."""
+        kind = "evicted" if h.outcome == "lost" else "refused"
         last = run.faults[-1] if run.faults else None
         tp = (h.topic, h.partition)
-        if last and last.kind == "evicted" and last.pid == h.pid and abs(last.t - h.t) < 1:
+        if last and last.kind == kind and last.pid == h.pid and abs(last.t - h.t) < 1:
             run.faults[-1] = replace(last, partitions=(*last.partitions, tp))
             return
-        run.faults.append(Fault(h.t, "evicted", h.pid, partitions=(tp,)))
-        self.say(
-            f"  {h.t - run.began:6.1f} s: consumer pid {h.pid} lost its partitions "
-            "(evicted from the group)"
+        run.faults.append(Fault(h.t, kind, h.pid, partitions=(tp,)))
+        what = (
+            "lost its partitions (evicted from the group)"
+            if kind == "evicted"
+            else "gave up partitions whose commit Kafka refused (a rebalance overtook it)"
         )
+        self.say(f"  {h.t - run.began:6.1f} s: consumer pid {h.pid} {what}")
 
     def _interval(self) -> float:
         return self.plan.kill_every * self.rng.uniform(0.5, 1.5)

@@ -18,12 +18,17 @@ explained by a fault ``f`` when all three hold:
    down longer than the session timeout, every consumer is evicted). The consumer's word
    is not taken alone: an eviction explains only if the driver injected a cause for it, a
    broker outage that ended at most a session timeout (plus slack) before it, or a kill or
-   SIGTERM that long before it; any other eviction fails the verdict. A SIGTERM of a
-   consumer explains nothing: a graceful stop commits every final outcome before it leaves
-   the group (C4, C5), and so does a revocation in a rebalance.
+   SIGTERM that long before it; any other eviction fails the verdict. Or a *refused
+   revocation commit*: a consumer reported that Kafka refused the synchronous commit of
+   X's partition when it gave the partition up in a rebalance, because the group was
+   rebalancing again (the classic protocol's REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION),
+   with the same need of an injected cause. A SIGTERM of a consumer explains nothing: a
+   graceful stop commits every final outcome before it leaves the group (C4, C5), and so
+   does a revocation in a rebalance that Kafka lets commit.
 2. ``f`` began before ``r``, and a handling ``h`` of X (any outcome) happened before ``f``
-   hit: before the SIGKILL and *in the killed process*; before the eviction, in the evicted
-   process and of a partition it lost; or before the broker was back.
+   hit: before the SIGKILL and *in the killed process*; before the eviction (or refused
+   commit), in the reporting process and of a partition it reported; or before the broker
+   was back.
 3. X was not committed when ``f`` hit: the last committed position of ``h``'s partition
    read before ``f`` is at or before ``h``'s offset. So what a fault repeats is bounded by
    what the faulty owner had handled since its partition's last commit.
@@ -64,7 +69,9 @@ from redrive.chaos.plan import EXACTLY_ONCE, POISON, TRANSIENT, parse
 from redrive.chaos.run import Fault, Run, Sample, Written
 from redrive.dlt.records import DeadLetterRecord
 
-EXPLAINING = ("kill", "broker-term", "broker-kill", "evicted")
+EXPLAINING = ("kill", "broker-term", "broker-kill", "evicted", "refused")
+REPORTED = ("evicted", "refused")
+"""Faults a consumer reports itself: each needs a cause the driver injected."""
 EXPECTED_EXCEPTION = {"pf": "ValueError", "pr": "Poisoned"}
 INTERRUPTED = "HandlingInterrupted"
 SESSION_TIMEOUT = int(SESSION["session.timeout.ms"]) / 1000
@@ -187,7 +194,7 @@ def explain(
                     continue
             elif h.pid != f.pid or h.t > f.t:
                 continue
-            elif f.kind == "evicted" and (h.topic, h.partition) not in f.partitions:
+            elif f.kind in REPORTED and (h.topic, h.partition) not in f.partitions:
                 continue
             if commits.at_fault((h.topic, h.partition), f, t) <= h.offset:
                 return f
@@ -233,7 +240,7 @@ class _Basis:
 
 def _basis(run: Run) -> _Basis:
     faults = sorted(run.faults, key=lambda f: f.t)
-    uncaused = [f for f in faults if f.kind == "evicted" and injected_cause(f, faults) is None]
+    uncaused = [f for f in faults if f.kind in REPORTED and injected_cause(f, faults) is None]
     by_id: dict[int, list[Handling]] = defaultdict(list)
     for h in run.handlings:
         by_id[h.ident].append(h)
@@ -336,7 +343,7 @@ def _judge_at_least_once(run: Run, b: _Basis, v: Verdict) -> None:
             not v.unexplained,
         ),
         Check(
-            "evictions without an injected cause",
+            "evictions and refused revocation commits without an injected cause",
             "0",
             f"{len(b.uncaused):,}",
             not b.uncaused,
@@ -436,6 +443,7 @@ def _figures(run: Run, b: _Basis, v: Verdict) -> dict[str, Any]:
         "terms": sum(1 for f in b.faults if f.kind == "term"),
         "evictions": sum(1 for f in run.faults if f.kind == "evicted"),
         "evictions_without_cause": len(b.uncaused),
+        "refused_revocation_commits": sum(1 for f in run.faults if f.kind == "refused"),
         "broker_restarts": sum(1 for f in b.faults if f.broker),
         "consumer_starts": len(run.starts),
         "lost": len(v.lost),

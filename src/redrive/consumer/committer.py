@@ -216,7 +216,11 @@ class Committer:
                 # Positions stay uncommitted here and are tried again at the next flush (or
                 # in the revocation callback); if ownership was lost, the new owner re-reads
                 # them: at-least-once, never a skip.
-                log.warning("%s: %s (will retry)", self.name, exc)
+                if reason == "revoke":  # the partitions go now: there is no next flush
+                    log.warning("%s: %s; the partitions given up may see records handled again "
+                                "by their next owner (at-least-once)", self.name, exc)  # fmt: skip
+                else:
+                    log.warning("%s: %s (will retry)", self.name, exc)
                 if self.bus:
                     positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
                     self.bus.emit(CommitRetrying(self.name, positions, str(exc), reason))
