@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from redrive import BackOff, Commit, Message, Retry
+from redrive.errors import CommitFailed
 from redrive.message import TopicPartition
 from redrive.recover.base import Call
 from redrive.retry.attempts import decode
@@ -116,3 +117,58 @@ def test_a_partition_paused_for_a_back_off_flows_again_when_assigned_again() -> 
     loop.run_once()  # ...then the partition flows again instead of staying paused
     loop.run_once()
     assert seen == ["fails-once", "fails-once", "next"]
+
+
+# -- a stop during a rebalance -------------------------------------------------------------
+
+
+class RefusesCommits(FakeClient):
+    """Refuses the next `refusals` synchronous commits, as Kafka does while the group
+    rebalances (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION); `revoke_on_poll`: the rebalance
+    that the next poll completes takes the partitions away."""
+
+    refusals = 0
+    revoke_on_poll = False
+    polls_while_closing = 0
+
+    def commit(self, positions: Any) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise CommitFailed("commit failed: Broker: Group rebalance in progress")
+        super().commit(positions)
+
+    def poll(self, max_records: int, timeout: float) -> list[Any]:
+        if self.closing:
+            self.polls_while_closing += 1
+            if self.revoke_on_poll:
+                self.revoke_on_poll = False
+                self.revoke(list(self.assigned))
+            return []
+        return super().poll(max_records, timeout)
+
+    closing = False
+
+
+def stopped_during_a_rebalance(client: RefusesCommits) -> None:
+    client.add("t", ["m1", "m2"])
+    loop = loop_for(lambda m: None, client, commit=Commit.interval(60))
+    loop.start()
+    loop.run_once()  # m1, m2 handled; stored, not committed yet
+    client.refusals, client.closing = 1, True
+    loop.close()
+
+
+def test_a_stop_whose_last_commit_is_refused_commits_once_the_rebalance_is_done() -> None:
+    """C4 under churn: nothing handled is redelivered after a graceful stop."""
+    client = RefusesCommits(clock=FakeClock())
+    stopped_during_a_rebalance(client)
+    assert client.polls_while_closing == 1  # it took part in the rebalance, handing nothing
+    assert client.committed_position("t", 0) == 2
+
+
+def test_a_partition_given_up_in_that_rebalance_is_committed_by_its_revocation() -> None:
+    client = RefusesCommits(clock=FakeClock())
+    client.revoke_on_poll = True
+    stopped_during_a_rebalance(client)
+    assert client.polls_while_closing == 1 and client.committed_position("t", 0) == 2
+    assert client.committed_log[-1] == {T0: (2, None)}  # the revocation's, clean

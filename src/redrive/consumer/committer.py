@@ -58,6 +58,7 @@ class Committer:
         self._acks: deque[Message] = deque()
         self._live: set[TopicPartition] = set()  # window committed in this assignment
         self.stale_marks: set[TopicPartition] = set()  # running marks of finished records
+        self.refused: set[TopicPartition] = set()  # their last synchronous commit was refused
         self._background = policy.background_interval is not None
         self._ask = not policy.wait  # poll commits are asked for, not waited on
         self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
@@ -221,10 +222,12 @@ class Committer:
                                 "by their next owner (at-least-once)", self.name, exc)  # fmt: skip
                 else:
                     log.warning("%s: %s (will retry)", self.name, exc)
+                self.refused.update(payload)
                 if self.bus:
                     positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
                     self.bus.emit(CommitRetrying(self.name, positions, str(exc), reason))
                 return
+            self.refused.difference_update(payload)
             self._committed.update(payload)
             self._handoffs.difference_update(payload)
         self._took = time.perf_counter() - began if self.bus else 0.0
@@ -261,4 +264,5 @@ class Committer:
             self._final.pop(tp, None)
             self._live.discard(tp)
             self.stale_marks.discard(tp)
+            self.refused.discard(tp)
             self._handoffs.discard(tp)

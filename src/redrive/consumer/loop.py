@@ -41,6 +41,9 @@ from redrive.recover.base import ListenerContext
 
 log = logging.getLogger("redrive.loop")
 
+CLOSE_RETRY = 10.0
+"""Seconds a graceful stop keeps taking part in a rebalance to get its last commit in."""
+
 Clock = Callable[[], float]
 
 
@@ -135,6 +138,8 @@ class Loop:
                 self.dispatcher.close(self.spec.drain_timeout)
             finally:
                 self.committer.flush("close", sync=True)
+                if self.committer.refused:
+                    self._commit_after_rebalance()
         finally:
             try:
                 try:
@@ -148,6 +153,25 @@ class Loop:
                     log.error("%s: closing the recoverer failed: %s", self.spec.name, exc)
                 if self.bus:
                     self.bus.emit(Stopped(self.spec.name, reason))
+
+    def _commit_after_rebalance(self) -> None:
+        """The last commit was refused, typically because the group is rebalancing (a member
+        joined or left): keep polling, with every partition paused and nothing handed over,
+        so that this member takes part in the rebalance (a partition it gives up is committed
+        by the revocation callback), and commit again, for up to ``CLOSE_RETRY`` seconds.
+        Without it a graceful stop during a rebalance left its last records to be handled
+        again by the next owner (C4; found by ``redrive chaos --mode concurrency``)."""
+        client, committer = self.client, self.committer
+        deadline = time.monotonic() + CLOSE_RETRY
+        while committer.refused and time.monotonic() < deadline:
+            client.pause(list(committer.tracker.partitions))
+            client.poll(1, 0.2)  # rebalance callbacks run here; a record is left for later
+            committer.flush("close", sync=True, only=sorted(committer.refused, key=str))
+        if committer.refused:
+            log.warning("%s: the final commit of %s was refused for %.0f s; their records "
+                        "handled since the last commit may be handled again by the next "
+                        "owner", self.spec.name, sorted(map(str, committer.refused)),
+                        CLOSE_RETRY)  # fmt: skip
 
     # -- one step ---------------------------------------------------------------------
 
