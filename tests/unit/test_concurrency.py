@@ -201,3 +201,52 @@ def test_in_a_dead_owners_window_no_two_partitions_run_at_once() -> None:
     loop.run_until_idle()
     assert marks == [1, 1, 1, 1]  # each ran alone, the only record marked running
     assert client.committed_position("t", 0) == 2 and client.committed_position("t", 1) == 2
+
+
+def test_records_finished_past_a_waiting_one_are_not_handled_again_by_the_next_owner() -> None:
+    """C4/C5 under concurrency: a1 waits out a back-off, so the position stays at it, while
+    b1 (handled) and c1 (dead-lettered) are final past it. The revocation's commit carries
+    them in its metadata; the next owner hands over a1 only."""
+    client = FakeClient(clock=FakeClock())
+    keyed(client, [(b"a", "a1"), (b"b", "b1"), (b"c", "c1"), (b"d", "d1")])
+    seen: list[str] = []
+    recovered: list[str] = []
+    lock = threading.Lock()
+
+    def handle(msg: Message) -> None:
+        with lock:
+            seen.append(msg.value.decode())
+        if msg.value == b"a1":
+            raise ConnectionError("a is down")
+        if msg.value == b"c1":
+            raise ValueError("c is poison")  # fatal: recovered at once
+
+    loop = concurrent_loop(handle, client, recoverer=Call(lambda m, e: recovered.append(m.value)),
+                           retry=Retry.seek(BackOff.fixed(60.0, max_attempts=5)))  # fmt: skip
+    loop.start()
+    for _ in range(200):
+        if {"a1", "b1", "c1", "d1"} <= set(seen) and recovered:
+            break
+        loop.run_once()
+    loop.dispatcher.settle()
+    client.revoke([T0])
+    pos, meta = client.commits[T0]
+    state = decode(meta, pos)
+    assert pos == 0 and state is not None and state.done == {1, 2, 3}
+
+    after = FakeClient(clock=FakeClock())  # the next owner
+    keyed(after, [(b"a", "a1"), (b"b", "b1"), (b"c", "c1"), (b"d", "d1")])
+    after.commit({T0: (pos, meta)})
+    again: list[str] = []
+    loop = concurrent_loop(lambda m: again.append(m.value.decode()), after)
+    loop.start()
+    loop.run_until_idle()
+    assert again == ["a1"] and after.committed_position("t", 0) == 4
+    assert recovered == [b"c1"]  # dead-lettered once
+
+
+def test_the_final_offsets_past_the_position_round_trip_as_runs() -> None:
+    meta = encode({}, 0, done={11, 12, 13, 15, 20, 21}, position=10)
+    assert meta is not None and '"k":[[1,3],[5,1],[10,2]]' in meta
+    state = decode(meta, 10)
+    assert state is not None and state.done == {11, 12, 13, 15, 20, 21}

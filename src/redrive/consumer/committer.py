@@ -155,10 +155,15 @@ class Committer:
         if suspect and suspect <= pos:  # passed: no longer suspect
             del self.suspect[tp]
             suspect = 0
-        if not states and not suspect:  # the common case, once per partition and poll
+        offsets = self.tracker.partitions.get(tp)
+        done = offsets.finished if offsets is not None else ()  # final past the position
+        final = self._final.get(tp)
+        if not states and not suspect and not done and not final:  # the common case
             return self._no_states[clean]
         records = {o: s for o, s in states.items() if o >= pos} if states else {}
-        return encode(records, 0 if clean else self.window, suspect)
+        if final:
+            done = {*done, *final}
+        return encode(records, 0 if clean else self.window, suspect, done, pos)
 
     def clear_marks(self) -> None:
         """Commit the partitions whose committed running marks belong to finished records."""
@@ -253,6 +258,11 @@ class Committer:
     def assigned(self, tp: TopicPartition, pos: int, metadata: str | None) -> None:
         """What the group had committed for a partition we now own."""
         self._committed[tp] = (pos, metadata)
+
+    def skip(self, tp: TopicPartition, offsets: Iterable[int]) -> None:
+        """Records a previous owner brought to a final outcome past its committed position
+        (concurrency): never handed over again, finished when they come."""
+        self._final.setdefault(tp, set()).update(offsets)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:

@@ -96,6 +96,8 @@ class FailureHandler:
                 log.info("%s: %s@%d continues at attempt %d (from commit metadata)",
                          self.spec.name, tp, offset, st.attempt)  # fmt: skip
             self.committer.states[tp] = state.records
+            if state.done:
+                self.committer.skip(tp, state.done)
             self._suspect(tp, pos, state)
 
     def _suspect(self, tp: TopicPartition, pos: int, state: PartitionState) -> None:

@@ -31,11 +31,18 @@ out and start their count over)::
                   "e": "TimeoutError: ...", "d": 1700000009.5}}}
 
 ``s`` is an offset (the end of the suspect range), ``w`` a count past the position.
+
+Under concurrency, records past an unfinished one may be final already (handled, or
+dead-lettered) while the position stays at the unfinished one. Their offsets ride along as
+``"k"``, runs ``[start, length]`` counted from the position, so that a new owner (after a
+revocation, a stop or a crash) skips them instead of handling them again; what does not fit
+in the metadata is left out and handled again (at-least-once).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 ERROR_TEXT_LIMIT = 200  # characters of the last error kept per record
@@ -120,12 +127,20 @@ class PartitionState:
     records: dict[int, Attempt] = field(default_factory=dict)
     window: int = 0  # > 0: the previous owner was consuming (it may have died in it)
     suspect: int = 0  # end offset of a range an owner already died in (0: none)
+    done: frozenset[int] = frozenset()  # final offsets past the position (skip them)
 
 
-def encode(records: dict[int, Attempt], window: int, suspect: int = 0) -> str | None:
-    """The metadata for a partition: its records' states, the owner's window and the end
-    of a suspect range."""
-    if not records and not window and not suspect:
+def encode(
+    records: dict[int, Attempt],
+    window: int,
+    suspect: int = 0,
+    done: Iterable[int] = (),
+    position: int = 0,
+) -> str | None:
+    """The metadata for a partition: its records' states, the owner's window, the end of a
+    suspect range, and the offsets past `position` that are final already (`done`)."""
+    runs = _runs(sorted(o - position for o in done if o > position))
+    if not records and not window and not suspect and not runs:
         return None
     data: dict[str, object] = {"redrive": 2}
     if window:
@@ -143,7 +158,27 @@ def encode(records: dict[int, Attempt], window: int, suspect: int = 0) -> str | 
             kept[str(offset)] = entry
             size += cost
         data["r"] = kept
+    if runs:
+        room = METADATA_LIMIT - len(json.dumps(data, separators=(",", ":"))) - 8
+        kept_runs: list[list[int]] = []
+        for run in runs:
+            room -= len(str(run[0])) + len(str(run[1])) + 4
+            if room < 0:
+                break  # the rest are handled again by a new owner (at-least-once)
+            kept_runs.append(run)
+        data["k"] = kept_runs
     return json.dumps(data, separators=(",", ":"))
+
+
+def _runs(offsets: list[int]) -> list[list[int]]:
+    """Ascending offsets as runs ``[start, length]``."""
+    runs: list[list[int]] = []
+    for o in offsets:
+        if runs and runs[-1][0] + runs[-1][1] == o:
+            runs[-1][1] += 1
+        else:
+            runs.append([o, 1])
+    return runs
 
 
 def decode(text: str | None, position: int) -> PartitionState | None:
@@ -172,6 +207,9 @@ def decode(text: str | None, position: int) -> PartitionState | None:
             for k, v in dict(data.get("r", {})).items()
             if int(k) >= position
         }
-        return PartitionState(records, int(data.get("w", 0)), int(data.get("s", 0)))
+        done = frozenset(
+            position + start + i for start, length in data.get("k", ()) for i in range(length)
+        )
+        return PartitionState(records, int(data.get("w", 0)), int(data.get("s", 0)), done)
     except (KeyError, TypeError, ValueError):
         return None
