@@ -172,3 +172,28 @@ def test_a_partition_given_up_in_that_rebalance_is_committed_by_its_revocation()
     stopped_during_a_rebalance(client)
     assert client.polls_while_closing == 1 and client.committed_position("t", 0) == 2
     assert client.committed_log[-1] == {T0: (2, None)}  # the revocation's, clean
+
+
+def test_a_stop_does_not_wait_on_a_commit_refused_long_before_it() -> None:
+    """A graceful hand-over left m1 waiting out a back-off; the new owner's window commit
+    was refused, its per-poll commits landed. Its stop sends the clean hand-over again (it
+    matched what was read at assignment) instead of polling for a rebalance for 10 s."""
+    from redrive.retry.attempts import Attempt, encode
+
+    clock = FakeClock()
+    client = RefusesCommits(clock=clock)
+    client.add("t", ["m1", "m2"])
+    waiting = Attempt(failures=1, limit=3, first_failure=clock(), due=clock() + 60,
+                      error_text="ConnectionError: down")  # fmt: skip
+    client.commit({T0: (0, encode({0: waiting}, 0))})  # the clean hand-over
+    client.refusals = 1  # the new owner's window commit
+    loop = loop_for(lambda m: None, client, clock=clock,
+                    retry=Retry.seek(BackOff.fixed(60.0, max_attempts=3)))  # fmt: skip
+    loop.start()
+    loop.run_once()
+    client.closing = True
+    loop.close()
+    assert client.polls_while_closing == 0
+    pos, meta = client.commits[T0]
+    state = decode(meta, pos)
+    assert pos == 0 and state is not None and state.window == 0  # clean again: no death

@@ -16,6 +16,7 @@ from redrive.events import Aborted, DeadLettered, Failed, Recorder
 from redrive.message import TopicPartition
 from redrive.publish import Publisher
 from redrive.recover import DeadLetter
+from redrive.retry.attempts import Attempt, decode, encode
 from redrive.testing import FakeClient, FakeClock, FakeOutputs, loop_for
 
 from .fake_producer import Factory
@@ -584,3 +585,30 @@ def test_after_a_failure_the_rest_of_the_poll_waits_for_the_retry_on_every_parti
     assert seen.count("b1") == 1 and seen.count("a1") == 2
     assert sorted(out_values(client)) == ["a0", "a1", "b0", "b1", "b2"]
     assert client.committed_position("t", 1) == 3
+
+
+def test_no_commit_outside_the_transaction_lists_a_staged_dead_letter_as_final() -> None:
+    """b's dead letter is only staged in the open transaction when c's running mark is
+    committed outside it: that commit must not tell a new owner to skip b (a crash now
+    aborts the dead letter)."""
+    clock = FakeClock()
+    client = FakeClient(clock=clock)
+    client.add("t", ["a", "b", "c", "d"])
+    states = {1: Attempt(failures=3, exhausted=True, error_text="ValueError: x", first_failure=1.0),
+              2: Attempt(failures=1, limit=3, error_text="ValueError: y", first_failure=1.0)}  # fmt: skip
+    client.commit({TopicPartition("t", 0): (0, encode(states, 0))})
+    seen: list[tuple[int, int, str | None]] = []
+
+    def handle(msg: Message) -> Output:
+        pos, meta = client.commits[TopicPartition("t", 0)]
+        seen.append((msg.offset, pos, meta))
+        return Output("out", value=msg.value)
+
+    loop = loop_for(handle, client, commit=Commit.transaction(), clock=clock,
+                    retry=Retry.seek(BackOff.fixed(1.0, max_attempts=3)), recoverer=DeadLetter(),
+                    max_poll_records=10)  # fmt: skip
+    loop.start()
+    loop.run_once()
+    ((pos, meta),) = [(pos, meta) for offset, pos, meta in seen if offset == 2]
+    state = decode(meta, pos)  # what the broker held while c ran (a crash point)
+    assert state is not None and 2 in state.records and 1 not in state.done

@@ -59,11 +59,16 @@ class Committer:
         self._live: set[TopicPartition] = set()  # window committed in this assignment
         self.stale_marks: set[TopicPartition] = set()  # running marks of finished records
         self.refused: set[TopicPartition] = set()  # their last synchronous commit was refused
+        self.refusals = 0  # synchronous commits refused so far
         self._background = policy.background_interval is not None
         self._ask = not policy.wait  # poll commits are asked for, not waited on
         self._handoffs: set[TopicPartition] = set()  # recovered since the last commit
         self._no_states = {False: encode({}, self.window), True: encode({}, 0)}  # by `clean`
         self._took = 0.0  # seconds the last commit call took (for its Committed event)
+
+    carries_done: bool = True
+    """Synchronous commits list the offsets final past the position ("k"): a new owner
+    skips them (see ``retry/attempts.py``)."""
 
     publisher: Publisher | None = None
     """Where recoverers write instead of their own producer: a transaction's (see
@@ -111,7 +116,8 @@ class Committer:
         for tp in [tp for tp in self.tracker.partitions if tp not in self._live]:
             self._live.add(tp)
             pos = self.tracker.of(tp).position()
-            if pos is not None and self._committed.get(tp) != (pos, self._metadata(tp, pos, False)):
+            meta = self._metadata(tp, pos, False, full=True) if pos is not None else None
+            if pos is not None and self._committed.get(tp) != (pos, meta):
                 self.commit_now(tp, "window")
 
     def finish(self, msg: Message) -> None:
@@ -147,22 +153,25 @@ class Committer:
 
     # -- commits ------------------------------------------------------------------------
 
-    def _metadata(self, tp: TopicPartition, pos: int, clean: bool) -> str | None:
+    def _metadata(
+        self, tp: TopicPartition, pos: int, clean: bool, full: bool = False
+    ) -> str | None:
+        """`clean`: a hand-over (no window); `full`: a synchronous commit, which also lists
+        the offsets final past `pos` (the asynchronous per-poll ones do not: that costs a
+        sort per poll, and after a crash those records are handled again, at least once)."""
         if not self.persist:
             return None
         states = self.states.get(tp)
         suspect = self.suspect.get(tp, 0)
-        if suspect and suspect <= pos:  # passed: no longer suspect
-            del self.suspect[tp]
+        if suspect <= pos:
             suspect = 0
-        offsets = self.tracker.partitions.get(tp)
-        done = offsets.finished if offsets is not None else ()  # final past the position
-        final = self._final.get(tp)
-        if not states and not suspect and not done and not final:  # the common case
+        done: set[int] | frozenset[int] = frozenset()
+        if full and self.carries_done:
+            offsets = self.tracker.partitions.get(tp)
+            done = {*(offsets.finished if offsets is not None else ()), *self._final.get(tp, ())}
+        if not states and not suspect and not done:  # the common case
             return self._no_states[clean]
         records = {o: s for o, s in states.items() if o >= pos} if states else {}
-        if final:
-            done = {*done, *final}
         return encode(records, 0 if clean else self.window, suspect, done, pos)
 
     def clear_marks(self) -> None:
@@ -175,7 +184,7 @@ class Committer:
         pos = self.tracker.of(tp).position()
         if pos is None:
             return
-        self._commit({tp: (pos, self._metadata(tp, pos, clean=False))}, reason, sync=True)
+        self._commit({tp: (pos, self._metadata(tp, pos, False, full=True))}, reason, sync=True)
 
     def flush(
         self, reason: str, *, sync: bool = False, only: Sequence[TopicPartition] = ()
@@ -197,7 +206,7 @@ class Committer:
         for tp, pos in self.tracker.positions().items():
             if only and tp not in only:
                 continue
-            entry = (pos, self._metadata(tp, pos, clean=sync))
+            entry = (pos, self._metadata(tp, pos, sync, full=waits))
             if done.get(tp) != entry:
                 payload[tp] = entry
         if payload and not waits and self._handoffs & payload.keys():
@@ -228,6 +237,9 @@ class Committer:
                 else:
                     log.warning("%s: %s (will retry)", self.name, exc)
                 self.refused.update(payload)
+                self.refusals += 1
+                for tp in payload:  # unknown now: a synchronous flush sends it again
+                    self._committed.pop(tp, None)
                 if self.bus:
                     positions = tuple((tp, pos) for tp, (pos, _) in payload.items())
                     self.bus.emit(CommitRetrying(self.name, positions, str(exc), reason))
@@ -242,6 +254,8 @@ class Committer:
         """Bookkeeping once `payload` was committed (or asked for)."""
         for tp, (pos, _) in payload.items():
             self.stale_marks.discard(tp)
+            if self.suspect.get(tp, pos + 1) <= pos:  # passed: no longer suspect
+                del self.suspect[tp]
             final = self._final.get(tp)
             if final:  # committed past: a rewind can no longer bring them back
                 final.difference_update([o for o in final if o < pos])

@@ -138,7 +138,7 @@ class Loop:
                 self.dispatcher.close(self.spec.drain_timeout)
             finally:
                 self.committer.flush("close", sync=True)
-                if self.committer.refused:
+                if self.committer.refused and self.committer.carries_done:
                     self._commit_after_rebalance()
         finally:
             try:
@@ -163,10 +163,19 @@ class Loop:
         again by the next owner (C4; found by ``redrive chaos --mode concurrency``)."""
         client, committer = self.client, self.committer
         deadline = time.monotonic() + CLOSE_RETRY
-        while committer.refused and time.monotonic() < deadline:
-            client.pause(list(committer.tracker.partitions))
-            client.poll(1, 0.2)  # rebalance callbacks run here; a record is left for later
-            committer.flush("close", sync=True, only=sorted(committer.refused, key=str))
+        try:
+            while committer.refused and time.monotonic() < deadline:
+                began = time.monotonic()
+                client.pause(list(committer.tracker.partitions))
+                client.poll(1, 0.2)  # rebalance callbacks run here; a record is left for later
+                refusals = committer.refusals
+                committer.flush("close", sync=True, only=sorted(committer.refused, key=str))
+                if committer.refusals == refusals:
+                    break  # committed, or given up in the rebalance (and committed there)
+                time.sleep(max(0.0, 0.2 - (time.monotonic() - began)))  # paced
+        except Exception as exc:  # the stop goes on; the error it may be closing for stays
+            log.warning("%s: committing again at stop failed: %s", self.spec.name, exc)
+            return
         if committer.refused:
             log.warning("%s: the final commit of %s was refused for %.0f s; their records "
                         "handled since the last commit may be handled again by the next "

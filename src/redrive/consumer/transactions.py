@@ -76,6 +76,9 @@ class OutputCommitter(Committer):
         self.outputs = outputs
         self.pauser = pauser  # rewinds partitions (and holds back the rest of their poll)
         self.transactional = outputs.transactional
+        # What is final in an open transaction (a staged dead letter) is not final until it
+        # commits: no "k" in the metadata, and no close-time retry of window commits.
+        self.carries_done = not self.transactional
         self.publisher = outputs.publisher if self.transactional else None
         self.doomed: str | None = None  # why the open transaction must be aborted
         self.fatal: ProducerFenced | None = None  # the producer is unusable: commit nothing

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 ERROR_TEXT_LIMIT = 200  # characters of the last error kept per record
 METADATA_LIMIT = 3800  # bytes: Kafka's offset.metadata.max.bytes defaults to 4096
+DONE_LIMIT = 1_000_000  # records in one run of final offsets, at most (a damaged one: ignored)
 
 
 @dataclass(slots=True)
@@ -207,8 +208,11 @@ def decode(text: str | None, position: int) -> PartitionState | None:
             for k, v in dict(data.get("r", {})).items()
             if int(k) >= position
         }
-        done = frozenset(
-            position + start + i for start, length in data.get("k", ()) for i in range(length)
+        done = frozenset(  # damaged runs are ignored: never the record at the position
+            position + start + i
+            for start, length in data.get("k", ())
+            if start >= 1 and 0 < length <= DONE_LIMIT
+            for i in range(length)
         )
         return PartitionState(records, int(data.get("w", 0)), int(data.get("s", 0)), done)
     except (KeyError, TypeError, ValueError):

@@ -92,7 +92,7 @@ class ConcurrentRecords:
 
     def _feed(self) -> None:
         """Hand over the next record of a dead owner's window once nothing else runs."""
-        while self._careful and self._careful_busy is None:
+        while self._careful and self._careful_busy is None and not self.lanes.closing:
             with self.lanes.lock:
                 if any(self.lanes.running.values()):
                     return  # settle() feeds again when they are done
