@@ -399,9 +399,10 @@ def html(results: Sequence[Result], *, command: str = "", total: float = 0.0) ->
 they worked; each consumer wrote a ledger line for every handling before its handler
 returned, and the dead-letter topic was read back at the end. A run passes when nothing is
 lost, only poison records are dead-lettered, every repeat (a record handled, or
-dead-lettered, again) is explained by a SIGKILL or broker restart that hit before the
-record was committed, and the group has committed everything. An exactly-once run is judged
-by what it wrote to Kafka instead: every output and dead letter exactly once to a
+dead-lettered, again) is explained by a fault that hit before the record was committed (a
+SIGKILL, a broker restart, or an eviction or refused revocation commit the consumer
+reported and the driver caused), and the group has committed everything. An exactly-once
+run is judged by what it wrote to Kafka instead: every output and dead letter exactly once to a
 <code>read_committed</code> reader (its handler's re-runs are counted, not judged). Faults
 on the charts:
 {legend} (a band: the broker was down).</p>
