@@ -113,6 +113,9 @@ class FakeClient:
         self.topics: tuple[str, ...] = ()
         self.closed = False
         self.fail_async_commits = False
+        self.refuse_commits = 0
+        """The next this many synchronous commits are refused (``CommitFailed``), as Kafka
+        refuses them while the group rebalances."""
         """True: asynchronous commits fail (after the call returns, as a rebalance can make
         them), and ``failed_commits`` reports them."""
         self._failed: list[TopicPartition] = []
@@ -191,6 +194,9 @@ class FakeClient:
         return out
 
     def commit(self, positions: Positions) -> None:
+        if self.refuse_commits:
+            self.refuse_commits -= 1
+            raise CommitFailed("commit failed: Broker: Group rebalance in progress")
         snapshot = dict(positions)
         self.journal.append(("commit", {tp: pos for tp, (pos, _) in snapshot.items()}))
         self.committed_log.append(snapshot)

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from redrive import BackOff, Commit, Message, Retry
-from redrive.errors import CommitFailed
 from redrive.message import TopicPartition
 from redrive.recover.base import Call
 from redrive.retry.attempts import decode
@@ -123,19 +122,12 @@ def test_a_partition_paused_for_a_back_off_flows_again_when_assigned_again() -> 
 
 
 class RefusesCommits(FakeClient):
-    """Refuses the next `refusals` synchronous commits, as Kafka does while the group
-    rebalances (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION); `revoke_on_poll`: the rebalance
-    that the next poll completes takes the partitions away."""
+    """Counts the polls of a stop (its commits refused with ``refuse_commits``, as Kafka
+    does while the group rebalances); `revoke_on_poll`: the rebalance that the next poll
+    completes takes the partitions away."""
 
-    refusals = 0
     revoke_on_poll = False
     polls_while_closing = 0
-
-    def commit(self, positions: Any) -> None:
-        if self.refusals:
-            self.refusals -= 1
-            raise CommitFailed("commit failed: Broker: Group rebalance in progress")
-        super().commit(positions)
 
     def poll(self, max_records: int, timeout: float) -> list[Any]:
         if self.closing:
@@ -154,7 +146,7 @@ def stopped_during_a_rebalance(client: RefusesCommits) -> None:
     loop = loop_for(lambda m: None, client, commit=Commit.interval(60))
     loop.start()
     loop.run_once()  # m1, m2 handled; stored, not committed yet
-    client.refusals, client.closing = 1, True
+    client.refuse_commits, client.closing = 1, True
     loop.close()
 
 
@@ -186,7 +178,7 @@ def test_a_stop_does_not_wait_on_a_commit_refused_long_before_it() -> None:
     waiting = Attempt(failures=1, limit=3, first_failure=clock(), due=clock() + 60,
                       error_text="ConnectionError: down")  # fmt: skip
     client.commit({T0: (0, encode({0: waiting}, 0))})  # the clean hand-over
-    client.refusals = 1  # the new owner's window commit
+    client.refuse_commits = 1  # the new owner's window commit
     loop = loop_for(lambda m: None, client, clock=clock,
                     retry=Retry.seek(BackOff.fixed(60.0, max_attempts=3)))  # fmt: skip
     loop.start()
