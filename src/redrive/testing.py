@@ -113,11 +113,11 @@ class FakeClient:
         self.topics: tuple[str, ...] = ()
         self.closed = False
         self.fail_async_commits = False
+        """True: asynchronous commits fail (after the call returns, as a rebalance can make
+        them), and ``failed_commits`` reports them."""
         self.refuse_commits = 0
         """The next this many synchronous commits are refused (``CommitFailed``), as Kafka
         refuses them while the group rebalances."""
-        """True: asynchronous commits fail (after the call returns, as a rebalance can make
-        them), and ``failed_commits`` reports them."""
         self._failed: list[TopicPartition] = []
         self._callbacks: tuple[RebalanceCallback, RebalanceCallback, RebalanceCallback] | None
         self._callbacks = None
